@@ -1,0 +1,87 @@
+/* fake_managed.h - foreign DLPack producers for the tests: managed tensors
+ * whose deleters count their calls. */
+#ifndef DLPX_TESTS_FAKE_MANAGED_H
+#define DLPX_TESTS_FAKE_MANAGED_H
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dlpx/dlpx.h>
+
+static atomic_int fake_deleted; /* deleter calls, all fakes */
+
+typedef struct {
+  DLManagedTensorVersioned mt;
+  int64_t shape[8];
+  int64_t strides[8];
+  void *buffer;
+} fake_versioned;
+
+typedef struct {
+  DLManagedTensor mt;
+  int64_t shape[8];
+  int64_t strides[8];
+  void *buffer;
+} fake_legacy;
+
+static void fake_versioned_deleter(DLManagedTensorVersioned *self) {
+  fake_versioned *f = self->manager_ctx;
+  free(f->buffer);
+  free(f);
+  atomic_fetch_add(&fake_deleted, 1);
+}
+
+static void fake_legacy_deleter(DLManagedTensor *self) {
+  fake_legacy *f = self->manager_ctx;
+  free(f->buffer);
+  free(f);
+  atomic_fetch_add(&fake_deleted, 1);
+}
+
+/* A C-contiguous float32 tensor of |ndim| <= 8 dims holding 0, 1, 2, ...
+ * (strides filled in; pass them NULL afterwards to test that case). */
+static inline fake_versioned *fake_new(int32_t ndim, const int64_t *shape) {
+  fake_versioned *f = calloc(1, sizeof *f);
+  int64_t n = 1;
+  for (int32_t i = ndim - 1; i >= 0; i--) {
+    f->shape[i] = shape[i];
+    f->strides[i] = n;
+    n *= shape[i];
+  }
+  f->buffer = malloc((size_t)(n ? n : 1) * sizeof(float));
+  for (int64_t i = 0; i < n; i++) ((float *)f->buffer)[i] = (float)i;
+  f->mt.version.major = 1;
+  f->mt.version.minor = 0;
+  f->mt.manager_ctx = f;
+  f->mt.deleter = fake_versioned_deleter;
+  f->mt.flags = 0;
+  f->mt.dl_tensor.data = f->buffer;
+  f->mt.dl_tensor.device.device_type = kDLCPU;
+  f->mt.dl_tensor.device.device_id = 0;
+  f->mt.dl_tensor.ndim = ndim;
+  f->mt.dl_tensor.dtype.code = kDLFloat;
+  f->mt.dl_tensor.dtype.bits = 32;
+  f->mt.dl_tensor.dtype.lanes = 1;
+  f->mt.dl_tensor.shape = ndim ? f->shape : NULL;
+  f->mt.dl_tensor.strides = ndim ? f->strides : NULL;
+  f->mt.dl_tensor.byte_offset = 0;
+  return f;
+}
+
+static inline fake_legacy *fake_legacy_new(int32_t ndim, const int64_t *shape) {
+  fake_versioned *v = fake_new(ndim, shape);
+  fake_legacy *f = calloc(1, sizeof *f);
+  memcpy(f->shape, v->shape, sizeof f->shape);
+  memcpy(f->strides, v->strides, sizeof f->strides);
+  f->buffer = v->buffer;
+  f->mt.dl_tensor = v->mt.dl_tensor;
+  f->mt.dl_tensor.shape = ndim ? f->shape : NULL;
+  f->mt.dl_tensor.strides = ndim ? f->strides : NULL;
+  f->mt.manager_ctx = f;
+  f->mt.deleter = fake_legacy_deleter;
+  free(v);
+  return f;
+}
+
+#endif
