@@ -250,7 +250,7 @@ int dlpx_tensor_import(DLManagedTensorVersioned *m, uint32_t flags, dlpx_tensor 
   int rc;
   if (!out) {
     rc = dlpx__fail(DLPX_EINVAL, "out is NULL");
-  } else if (flags & ~DLPX_IMPORT_READONLY) {
+  } else if (flags & ~(DLPX_IMPORT_READONLY | DLPX_IMPORT_LEGACY_READONLY)) {
     rc = dlpx__fail(DLPX_EINVAL, "unknown import flags 0x%x", (unsigned)flags);
   } else if (m->version.major != DLPACK_MAJOR_VERSION) {
     /* Past the flags field the layout is unknown: only the deleter is safe. */
@@ -269,9 +269,10 @@ int dlpx_tensor_import_legacy(DLManagedTensor *m, uint32_t flags, dlpx_tensor **
   int rc;
   if (!out) {
     rc = dlpx__fail(DLPX_EINVAL, "out is NULL");
-  } else if (flags & ~DLPX_IMPORT_READONLY) {
+  } else if (flags & ~(DLPX_IMPORT_READONLY | DLPX_IMPORT_LEGACY_READONLY)) {
     rc = dlpx__fail(DLPX_EINVAL, "unknown import flags 0x%x", (unsigned)flags);
   } else {
+    if (flags & DLPX_IMPORT_LEGACY_READONLY) flags |= DLPX_IMPORT_READONLY;
     rc = import_checked(&m->dl_tensor, 0, m, false, flags, out);
     if (rc == 0) return 0;
   }

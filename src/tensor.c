@@ -136,6 +136,9 @@ static int make_view(const dlpx_tensor *src, int32_t ndim, const int64_t *shape,
                      const int64_t *strides, int64_t delta, uint32_t flags, dlpx_tensor **out) {
   int64_t ebits = dlpx__elem_bits(src->dl.dtype, src->flags);
   int64_t bits, off = (int64_t)src->dl.byte_offset;
+  /* Without elements there is no element 0 to point at: keep the offset. */
+  for (int32_t i = 0; i < ndim; i++)
+    if (shape[i] == 0) delta = 0;
   if (delta != 0) {
     if (dlpx__mul_overflow(delta, ebits, &bits))
       return dlpx__fail(DLPX_EOVERFLOW, "view offset overflows int64");
@@ -205,6 +208,10 @@ int dlpx__tensor_new_owned(DLDataType dtype, int32_t ndim, const int64_t *shape,
   } else if ((rc = dlpx_dtype_nbytes(dtype, numel, &nbytes))) {
     return rc;
   }
+  /* Packed sub-byte elements are written by read-modify-write of their
+   * bytes, so such storage always starts zeroed: no byte is ever read
+   * uninitialized (and the bits past the last element stay 0). */
+  if (dlpx__elem_bits(dtype, flags) % 8 != 0) zero = true;
   dlpx_storage *s;
   if ((rc = dlpx_storage_alloc((size_t)nbytes, 0, zero, &s))) return rc;
   dlpx_tensor *t = dlpx__tensor_alloc(s, ndim);
@@ -221,6 +228,15 @@ int dlpx__tensor_new_owned(DLDataType dtype, int32_t ndim, const int64_t *shape,
   }
   *out = t;
   return 0;
+}
+
+int dlpx_tensor_new(DLDataType dtype, int32_t ndim, const int64_t *shape, uint32_t flags,
+                    int zero, dlpx_tensor **out) {
+  if (!out) return dlpx__fail(DLPX_EINVAL, "out is NULL");
+  if (flags & ~(DLPX_TENSOR_READONLY | DLPX_TENSOR_SUBBYTE_PADDED))
+    return dlpx__fail(DLPX_EINVAL, "unknown tensor flags 0x%x", (unsigned)flags);
+  if (dtype.bits >= 8) flags &= ~(uint32_t)DLPX_TENSOR_SUBBYTE_PADDED;
+  return dlpx__tensor_new_owned(dtype, ndim, shape, 'C', flags, zero != 0, out);
 }
 
 int dlpx_tensor_empty(DLDataType dtype, int32_t ndim, const int64_t *shape, dlpx_tensor **out) {
@@ -285,6 +301,25 @@ void dlpx_tensor_free(dlpx_tensor *t) {
 int dlpx_tensor_clone(const dlpx_tensor *t, dlpx_tensor **out) {
   if (!t || !out) return dlpx__fail(DLPX_EINVAL, "tensor or out is NULL");
   return make_view(t, t->dl.ndim, t->dl.shape, t->dl.strides, 0, t->flags, out);
+}
+
+int dlpx_tensor_view_as(const dlpx_tensor *t, DLDataType dtype, dlpx_tensor **out) {
+  if (!t || !out) return dlpx__fail(DLPX_EINVAL, "tensor or out is NULL");
+  int rc = dlpx__dtype_check_element(dtype);
+  if (rc) return rc;
+  const int64_t have = dlpx__elem_bits(t->dl.dtype, t->flags);
+  uint32_t flags = t->flags & ~(uint32_t)DLPX_TENSOR_SUBBYTE_PADDED;
+  int64_t want = dlpx_dtype_bits(dtype);
+  if (want < 8 && have == 8) { /* one sub-byte element per byte */
+    flags |= DLPX_TENSOR_SUBBYTE_PADDED;
+    want = 8;
+  }
+  if (have != want)
+    return dlpx__fail(DLPX_EDTYPE, "cannot view %lld-bit elements as a %lld-bit dtype",
+                      (long long)have, (long long)want);
+  int rc2 = make_view(t, t->dl.ndim, t->dl.shape, t->dl.strides, 0, flags, out);
+  if (rc2 == 0) (*out)->dl.dtype = dtype;
+  return rc2;
 }
 
 int dlpx_tensor_with_flags(const dlpx_tensor *t, uint32_t flags, dlpx_tensor **out) {
@@ -530,10 +565,6 @@ int dlpx_tensor_index(const dlpx_tensor *t, int32_t n, const dlpx_index *items,
       id++;
     }
   }
-  /* A slice of length 0 anywhere: element 0 does not exist; keep the old
-   * offset so the view stays inside the storage. */
-  for (int32_t k = 0; k < od; k++)
-    if (shape[k] == 0) delta = 0;
   return make_view(t, od, shape, strides, delta, t->flags, out);
 too_many:
   return dlpx__fail(DLPX_ESHAPE, "indexing result has more than %d dimensions", DLPX_MAX_NDIM);

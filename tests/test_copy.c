@@ -247,6 +247,54 @@ static void test_subbyte_copy_keeps_neighbours(void) {
   dlpx_tensor_free(b);
 }
 
+static void test_packed_padded_round_trip(void) {
+  check_live l;
+  check_live_begin(&l);
+  int64_t shape[] = {3, 5};
+  dlpx_tensor *packed = NULL, *padded = NULL, *back = NULL, *pt = NULL;
+  ASSERT_OK(dlpx_tensor_zeros(dt("float6_e2m3fn"), 2, shape, &packed));
+  unsigned char *p = dlpx_tensor_data(packed);
+  /* element i holds (i * 5 + 1) mod 64, packed little bit-endian */
+  for (int i = 0; i < 15; i++) {
+    unsigned v = (unsigned)(i * 5 + 1) & 63u;
+    for (int b = 0; b < 6; b++)
+      if (v & (1u << b)) p[(i * 6 + b) / 8] |= (unsigned char)(1u << ((i * 6 + b) % 8));
+  }
+  ASSERT_OK(dlpx_tensor_new(dt("float6_e2m3fn"), 2, shape, DLPX_TENSOR_SUBBYTE_PADDED, 0, &padded));
+  ASSERT_EQ(dlpx_tensor_nbytes(padded), 15);
+  ASSERT_OK(dlpx_tensor_copy_into(padded, packed));
+  const unsigned char *q = dlpx_tensor_data(padded);
+  for (int i = 0; i < 15; i++) ASSERT_EQ(q[i], (i * 5 + 1) & 63);
+  /* and back, through a transposed padded view into a packed F-order copy */
+  ASSERT_OK(dlpx_tensor_transpose(padded, &pt));
+  ASSERT_OK(dlpx_tensor_zeros(dt("float6_e2m3fn"), 2, (int64_t[]){5, 3}, &back));
+  ASSERT_OK(dlpx_tensor_copy_into(back, pt));
+  const unsigned char *r = dlpx_tensor_data(back);
+  for (int i = 0; i < 5; i++)
+    for (int j = 0; j < 3; j++) {
+      int k = i * 3 + j; /* position in back */
+      unsigned v = 0;
+      for (int b = 0; b < 6; b++) v |= (unsigned)((r[(k * 6 + b) / 8] >> ((k * 6 + b) % 8)) & 1) << b;
+      ASSERT_EQ(v, (unsigned)((j * 5 + i) * 5 + 1) & 63u);
+    }
+  /* a padded uint8 view reads as the padded dtype and back */
+  dlpx_tensor *u8 = NULL, *again = NULL;
+  ASSERT_OK(dlpx_tensor_view_as(padded, dt("uint8"), &u8));
+  ASSERT_EQ(dlpx_tensor_flags(u8), 0);
+  ASSERT_OK(dlpx_tensor_view_as(u8, dt("float4_e2m1fn"), &again));
+  ASSERT_EQ(dlpx_tensor_flags(again), DLPX_TENSOR_SUBBYTE_PADDED);
+  dlpx_tensor *refused = NULL;
+  ASSERT_RC(DLPX_EDTYPE, dlpx_tensor_view_as(packed, dt("uint8"), &refused)); /* 6 bits, not 8 */
+  ASSERT_PTR_EQ(refused, NULL);
+  dlpx_tensor_free(again);
+  dlpx_tensor_free(u8);
+  dlpx_tensor_free(pt);
+  dlpx_tensor_free(back);
+  dlpx_tensor_free(padded);
+  dlpx_tensor_free(packed);
+  ASSERT_NO_LEAKS(&l);
+}
+
 int main(void) {
   RUN(test_contiguous_copy);
   RUN(test_transpose_copy);
@@ -258,5 +306,6 @@ int main(void) {
   RUN(test_zero_size_and_0d);
   RUN(test_contiguous_shares_when_possible);
   RUN(test_subbyte_copy_keeps_neighbours);
+  RUN(test_packed_padded_round_trip);
   CHECK_DONE();
 }

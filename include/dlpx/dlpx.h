@@ -209,7 +209,8 @@ typedef struct dlpx_tensor dlpx_tensor;
 #define DLPX_TENSOR_READONLY 1u       /* writes through this view are refused */
 #define DLPX_TENSOR_SUBBYTE_PADDED 2u /* sub-byte elements take one byte each */
 
-/* Creates an uninitialized (dlpx_tensor_empty) or zero-filled
+/* Creates an uninitialized (dlpx_tensor_empty; packed sub-byte dtypes are
+ * zero-filled anyway, as their bytes are shared by elements) or zero-filled
  * (dlpx_tensor_zeros) C-contiguous host tensor of |dtype| (lanes must be 1)
  * and |shape| (ndim entries, each >= 0; may be NULL when ndim == 0) in a new
  * owned storage.  New: free with dlpx_tensor_free.
@@ -220,6 +221,14 @@ DLPX_API int dlpx_tensor_empty(DLDataType dtype, int32_t ndim, const int64_t *sh
                                dlpx_tensor **out);
 DLPX_API int dlpx_tensor_zeros(DLDataType dtype, int32_t ndim, const int64_t *shape,
                                dlpx_tensor **out);
+
+/* Creates a C-contiguous host tensor like dlpx_tensor_empty (|zero| == 0) or
+ * dlpx_tensor_zeros, with tensor |flags| (DLPX_TENSOR_*): READONLY makes the
+ * result read-only (useful only with zero), SUBBYTE_PADDED stores a sub-byte
+ * dtype one element per byte (ignored for dtypes of 8 bits or more).  New.
+ * Returns the errors of dlpx_tensor_empty and DLPX_EINVAL for unknown flags. */
+DLPX_API int dlpx_tensor_new(DLDataType dtype, int32_t ndim, const int64_t *shape,
+                             uint32_t flags, int zero, dlpx_tensor **out);
 
 /* Creates a view over |storage|: element 0 at byte |byte_offset| of the
  * storage, |strides| in elements (NULL: C-contiguous; negative and zero
@@ -296,8 +305,9 @@ DLPX_API void dlpx_tensor_extent(const dlpx_tensor *tensor, int64_t *lo, int64_t
 
 /* Slices dimension |dim| (negative counts from the end) with Python
  * semantics: start/stop may be negative or DLPX_NONE and are clamped, step
- * is non-zero and may be negative.
- * Returns 0, DLPX_EINVAL (NULL, step 0 or DLPX_NONE...), DLPX_EINDEX (dim out
+ * is non-zero and may be negative (DLPX_NONE means 1).  A result without
+ * elements keeps the offset of |tensor|, so it never points past its storage.
+ * Returns 0, DLPX_EINVAL (NULL, step 0), DLPX_EINDEX (dim out
  * of range), DLPX_ELAYOUT (sub-byte element not on a byte), DLPX_ENOMEM. */
 DLPX_API int dlpx_tensor_slice(const dlpx_tensor *tensor, int32_t dim, int64_t start,
                                int64_t stop, int64_t step, dlpx_tensor **out);
@@ -370,6 +380,15 @@ DLPX_API int dlpx_tensor_unsqueeze(const dlpx_tensor *tensor, int32_t dim, dlpx_
 DLPX_API int dlpx_tensor_broadcast_to(const dlpx_tensor *tensor, int32_t ndim,
                                       const int64_t *shape, dlpx_tensor **out);
 
+/* Reinterprets the elements as |dtype|, which must occupy the same number of
+ * bits per element in storage (e.g. uint16 <-> bfloat16 <-> float16).  A
+ * sub-byte dtype viewed over 8-bit elements becomes padded (one element per
+ * byte, DLPX_TENSOR_SUBBYTE_PADDED), and a padded sub-byte tensor viewed as
+ * an 8-bit dtype loses that flag.  A new view.
+ * Returns 0, DLPX_EINVAL, DLPX_EDTYPE (unknown, lanes != 1, other width),
+ * DLPX_ENOMEM. */
+DLPX_API int dlpx_tensor_view_as(const dlpx_tensor *tensor, DLDataType dtype, dlpx_tensor **out);
+
 /* Returns a new tensor with the same view and |flags| (DLPX_TENSOR_*) set in
  * addition to the tensor's own (use it to make a read-only view).
  * Returns 0, DLPX_EINVAL, DLPX_ENOMEM. */
@@ -378,7 +397,8 @@ DLPX_API int dlpx_tensor_with_flags(const dlpx_tensor *tensor, uint32_t flags, d
 /* ---- copies --------------------------------------------------------------- */
 
 /* Copies the elements of |src| into |dst|: host tensors of equal shape and
- * dtype, any strides (negative, and zero in src).  When the memory of src
+ * dtype, any strides (negative, and zero in src); a packed sub-byte tensor
+ * may be copied to a padded one and back.  When the memory of src
  * and dst overlaps the copy behaves as if src were first copied to a
  * temporary buffer; when they are the same view nothing is done.
  * Neither argument changes ownership.
@@ -419,10 +439,11 @@ DLPX_API int dlpx_tensor_export(const dlpx_tensor *tensor, uint32_t flags,
                                 DLManagedTensorVersioned **out);
 
 /* Exports |tensor| as a legacy DLManagedTensor for consumers older than
- * DLPack 1.0.  A legacy tensor cannot say it is read-only or padded, so
- * read-only and padded sub-byte tensors are refused (DLPX_EREADONLY,
- * DLPX_ENOTSUP) unless DLPX_EXPORT_COPY is given, which exports a writable
- * private copy.  New, as dlpx_tensor_export.
+ * DLPack 1.0.  A legacy tensor cannot say it is read-only, so a read-only
+ * tensor is refused (DLPX_EREADONLY) unless DLPX_EXPORT_COPY is given, which
+ * exports a writable private copy; nor can it say its sub-byte elements are
+ * padded, so padded tensors are always refused (DLPX_ENOTSUP).  New, as
+ * dlpx_tensor_export.
  * Returns 0, DLPX_EINVAL, DLPX_EREADONLY, DLPX_ENOTSUP, DLPX_EDEVICE,
  * DLPX_ENOMEM. */
 DLPX_API int dlpx_tensor_export_legacy(const dlpx_tensor *tensor, uint32_t flags,
@@ -430,6 +451,9 @@ DLPX_API int dlpx_tensor_export_legacy(const dlpx_tensor *tensor, uint32_t flags
 
 /* Import flags. */
 #define DLPX_IMPORT_READONLY 1u /* make the tensor read-only whatever the flags say */
+/* make legacy tensors read-only: they cannot say whether their data may be
+ * written (JAX's are immutable); versioned tensors keep their own flag */
+#define DLPX_IMPORT_LEGACY_READONLY 2u
 
 /* Imports a versioned managed tensor from any producer.  Takes ownership of
  * |managed| in every case (except NULL): on success its deleter runs exactly
@@ -473,12 +497,18 @@ DLPX_API void dlpx_stats_get(dlpx_stats *out);
 /* Python bridge (no Python at build or link time)                           */
 /* ------------------------------------------------------------------------ */
 
-/* The CPython C-API functions the bridge calls, registered once by the
- * Python layer (their addresses come from ctypes.pythonapi).  PyObject* is
- * void* here.  |size| must be sizeof(dlpx_pyapi) of the caller's header, so
- * the struct can grow at its end. */
+/* The CPython C-API functions and objects the bridge uses, registered once
+ * by the Python layer (addresses from ctypes.pythonapi and id()).  PyObject*
+ * is void* here.  |size| must be sizeof(dlpx_pyapi) of the caller's header,
+ * so the struct can grow at its end.
+ *
+ * The first group is required by dlpx_py_register.  The second group is
+ * needed by the functions marked "GIL held" below (they fail with
+ * DLPX_EPYTHON when it is incomplete); the objects in it must stay alive for
+ * the life of the process (the Python layer keeps a reference forever). */
 typedef struct {
   size_t size;
+  /* required */
   int (*PyGILState_Ensure)(void);          /* returns a PyGILState_STATE */
   void (*PyGILState_Release)(int state);
   int (*PyGILState_Check)(void);
@@ -489,11 +519,44 @@ typedef struct {
   void *(*PyCapsule_GetPointer)(void *capsule, const char *name);
   void (*Py_IncRef)(void *obj);
   void (*Py_DecRef)(void *obj);
+  /* for the GIL-held functions */
+  void *(*PyCapsule_New)(void *pointer, const char *name, void (*destructor)(void *));
+  int (*PyCapsule_SetName)(void *capsule, const char *name);
+  void (*PyErr_SetString)(void *type, const char *message);
+  void *(*PyErr_Occurred)(void);
+  void *(*PyObject_GetAttr)(void *obj, void *name);
+  int (*PyObject_SetAttr)(void *obj, void *name, void *value);
+  void *(*PyLong_FromVoidPtr)(void *p);
+  void *(*PyObject_CallObject)(void *callable, void *args); /* args NULL */
+  void *exc_BufferError;
+  void *exc_ValueError;
+  void *exc_TypeError;
+  void *exc_MemoryError;
+  void *exc_IndexError;
+  void *exc_RuntimeError;
+  void *name_cap;        /* interned str "_cap": the owner capsule attribute */
+  void *name_addr;       /* interned str "_addr": the handle address attribute */
+  void *tensor_factory;  /* callable returning a new, unbound dlpx.Tensor */
+  /* for the C methods of dlpx.Tensor (dlpx_py_method_defs) */
+  ptrdiff_t (*PyTuple_Size)(void *tuple);
+  void *(*PyTuple_GetItem)(void *tuple, ptrdiff_t index);
+  long (*PyLong_AsLong)(void *obj);
+  void (*PyErr_Clear)(void);
+  int (*PyUnicode_CompareWithASCIIString)(void *str, const char *ascii);
+  void *(*Py_BuildValue)(const char *format, ...);
+  void *(*PyObject_CallFunctionObjArgs)(void *callable, ...);
+  void *obj_None;
+  void *name_stream;      /* interned keyword names of __dlpack__ */
+  void *name_max_version;
+  void *name_dl_device;
+  void *name_copy;
+  void *dlpack_fallback;  /* f(self, stream, max_version, dl_device, copy) for
+                             the cases the C method hands to Python */
 } dlpx_pyapi;
 
 /* Registers the C-API functions (copied; later calls replace them).  Every
- * function except Py_IsFinalizing must be non-NULL.  Also clears the
- * shutdown mark.  Returns 0, DLPX_EINVAL. */
+ * required function must be non-NULL.  Also clears the shutdown mark.
+ * Returns 0, DLPX_EINVAL. */
 DLPX_API int dlpx_py_register(const dlpx_pyapi *api);
 
 /* Marks the interpreter as shutting down (call from an atexit handler):
@@ -521,6 +584,64 @@ DLPX_API void dlpx_py_capsule_destructor_legacy(void *capsule);
  * while the interpreter finalizes on a thread without the GIL) leaks the
  * reference instead of touching Python. */
 DLPX_API void dlpx_py_release_object(void *data, void *ctx);
+
+/* ---- GIL held: call these only from Python through ctypes.PyDLL ---------- */
+/* Each reports failure by returning -1 (or NULL) with a Python exception set:
+ * BufferError for data DLPack cannot carry here (dtype, layout, device,
+ * version, read-only), ValueError/TypeError for bad arguments, MemoryError,
+ * IndexError; the message is the dlpx_last_error() text. */
+
+/* The static capsule name strings dlpx uses (borrowed, static):
+ * 0 "dltensor", 1 "dltensor_versioned", 2 "used_dltensor",
+ * 3 "used_dltensor_versioned", 4 "dlpack_exchange_api", 5 "dlpx.tensor";
+ * NULL for other values. */
+DLPX_API const char *dlpx_py_capsule_name(int which);
+
+/* Makes |obj| (a dlpx.Tensor) the owner of |tensor|: sets obj._cap to a new
+ * "dlpx.tensor" capsule whose destructor frees the tensor, and obj._addr to
+ * its address.  Takes ownership of |tensor| in every case (freed on error).
+ * Returns 0 or -1 (exception set). */
+DLPX_API int dlpx_py_bind(void *obj, dlpx_tensor *tensor);
+
+/* Consumes a DLPack capsule into |obj|: a "dltensor_versioned" or
+ * "dltensor" capsule is renamed "used_..." (so its producer-side destructor
+ * leaves it alone) and its managed tensor imported with |flags|
+ * (DLPX_IMPORT_*) and bound to obj as dlpx_py_bind does.  A capsule already
+ * consumed gives ValueError; any other object TypeError; a refused tensor
+ * BufferError (its deleter has run).  Returns 0 or -1 (exception set). */
+DLPX_API int dlpx_py_consume(void *obj, void *capsule, uint32_t flags);
+
+/* Imports |producer| through a DLPack C exchange API table |api| (from its
+ * type's __dlpack_c_exchange_api__ capsule) into |obj|, as dlpx_py_consume
+ * does.  Checks the table's major version.  Returns 0 or -1 (exception set,
+ * by the producer or by dlpx). */
+DLPX_API int dlpx_py_consume_exchange(void *obj, const DLPackExchangeAPI *api, void *producer,
+                                      uint32_t flags);
+
+/* Exports the tensor owned by the "dlpx.tensor" capsule |owner| as a new
+ * DLPack capsule: "dltensor_versioned" when |versioned|, else "dltensor",
+ * with dlpx_py_capsule_destructor[_legacy] as destructor.  |flags| as
+ * dlpx_tensor_export.  Returns a new reference, or NULL (exception set). */
+DLPX_API void *dlpx_py_export(void *owner, int versioned, uint32_t flags);
+
+/* The destructor of "dlpx.tensor" owner capsules: frees the tensor. */
+DLPX_API void dlpx_py_tensor_capsule_destructor(void *capsule);
+
+/* The C methods of dlpx.Tensor, as a static PyMethodDef array ending with a
+ * NULL entry (its layout is CPython's stable ABI: name, function, flags,
+ * doc).  The Python layer installs each with PyDescr_NewMethod:
+ *   __dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None)
+ *     METH_FASTCALL | METH_KEYWORDS: the common call (stream, dl_device and
+ *     copy None; no negative strides) runs entirely in C; every other call
+ *     goes to the registered dlpack_fallback.
+ *   __dlpack_device__()  METH_NOARGS: (device_type, device_id).
+ * Borrowed, static. */
+DLPX_API const void *dlpx_py_method_defs(void);
+
+/* dlpx's DLPack C exchange API table (DLPack 1.3): static, lives for the
+ * process.  Its functions take dlpx.Tensor objects (through their _cap
+ * attribute) and need the second group of dlpx_pyapi. */
+DLPX_API const DLPackExchangeAPI *dlpx_py_exchange_api(void);
 
 #ifdef __cplusplus
 }
