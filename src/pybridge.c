@@ -267,11 +267,20 @@ void *dlpx_py_export(void *owner, int versioned, uint32_t flags) {
 
 /* ---- the producer side of the DLPack C exchange API ----------------------- */
 
+static bool methods_api(void);
+
 /* The tensor of a dlpx.Tensor object (borrowed), or NULL with an exception. */
 static dlpx_tensor *object_tensor(void *obj) {
-  if (!full_api()) return NULL;
+  if (!methods_api()) {
+    dlpx__fail(DLPX_EPYTHON, "the Python bridge is not fully registered");
+    return NULL;
+  }
   void *cap = api.PyObject_GetAttr(obj, api.name_cap);
-  if (!cap) return NULL;
+  if (!cap) {
+    api.PyErr_Clear();
+    raise_msg(api.exc_TypeError, DLPX_EINVAL, "not a dlpx.Tensor");
+    return NULL;
+  }
   dlpx_tensor *t = owner_tensor(cap);
   api.Py_DecRef(cap); /* obj keeps it alive */
   return t;

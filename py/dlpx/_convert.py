@@ -71,4 +71,11 @@ def to_jax(t, copy):
         reason = "JAX asks for legacy DLPack capsules, which cannot carry read-only data"
     elif not t.is_contiguous():
         reason = "JAX takes only C-contiguous data without copying"
-    return jax.dlpack.from_dlpack(_needs(t, copy, reason))
+    src = _needs(t, copy, reason)
+    out = jax.dlpack.from_dlpack(src)
+    if copy is False and out.unsafe_buffer_pointer() != src.data_ptr:
+        # JAX copies what its CPU backend cannot alias (e.g. data not aligned
+        # to 64 bytes; dlpx's own allocations are).
+        raise BufferError("JAX copied the data (it aliases only suitably aligned buffers); "
+                          "pass copy=None or copy=True")
+    return out

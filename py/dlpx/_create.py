@@ -62,12 +62,14 @@ def from_dlpack(x, /, *, device=None, copy=None):
             _consume_exchange(t, table, x, lib.DLPX_IMPORT_LEGACY_READONLY)
             return t
         try:
-            cap = x.__dlpack__(max_version=_MAX_VERSION)
+            method = x.__dlpack__
+        except AttributeError:
+            raise TypeError(f"{kind.__name__} does not support DLPack "
+                            "(it has no __dlpack__ method)") from None
+        try:
+            cap = method(max_version=_MAX_VERSION)
         except TypeError:
-            if not hasattr(x, "__dlpack__"):
-                raise TypeError(f"{kind.__name__} does not support DLPack "
-                                "(it has no __dlpack__ method)") from None
-            cap = x.__dlpack__()  # a producer older than DLPack 1.0
+            cap = method()  # a producer older than DLPack 1.0
         except BufferError:
             ml = _from_ml_dtypes(x)
             if ml is None:
@@ -167,6 +169,36 @@ _decref.argtypes = [ctypes.py_object]
 _decref.restype = None
 
 
+class _PyBuffer(ctypes.Structure):
+    """CPython's Py_buffer (stable ABI since 3.11, unchanged since 3.3)."""
+
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p), ("len", ctypes.c_ssize_t),
+                ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int),
+                ("ndim", ctypes.c_int), ("format", ctypes.c_char_p),
+                ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p)]
+
+
+_PyBUF_RECORDS_RO = 0x1C  # PyBUF_STRIDES | PyBUF_FORMAT: any strides, no suboffsets
+_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+_get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+_get_buffer.restype = ctypes.c_int
+_release_buffer = ctypes.pythonapi.PyBuffer_Release
+_release_buffer.argtypes = [ctypes.POINTER(_PyBuffer)]
+_release_buffer.restype = None
+
+
+def _buffer_address(view):
+    """The address of element 0 of a memoryview (any strides).  The
+    memoryview itself keeps the memory exported while it lives."""
+    pb = _PyBuffer()
+    _get_buffer(view, ctypes.byref(pb), _PyBUF_RECORDS_RO)
+    try:
+        return pb.buf or 0
+    finally:
+        _release_buffer(ctypes.byref(pb))
+
+
 def _format_dtype(fmt, itemsize):
     f = fmt.lstrip("@=<")
     if fmt.startswith((">", "!")) and itemsize > 1:
@@ -225,19 +257,21 @@ def frombuffer(buffer, dtype=None, count=-1, offset=0):
         elif count * bits > (nbytes - offset) * 8:
             raise ValueError(f"buffer is smaller than {count} {dt.name} elements")
         shape, strides, start = (count,), None, offset
-    cbuf = ffi.from_buffer(view, require_writable=False)  # holds the buffer exported
-    base = int(ffi.cast("uintptr_t", cbuf))
+    base = _buffer_address(view)
     data = ffi.cast("void *", base + start) if (base or start) else ffi.NULL
     ndim = len(shape)
     out = ffi.new("dlpx_tensor **")
-    _incref(cbuf)  # the reference the storage owns, dropped by dlpx_py_release_object
+    # The memoryview holds the exporter's buffer (a bytearray cannot be
+    # resized under it); the storage owns one reference to it, dropped by
+    # dlpx_py_release_object when the last view and export are gone.
+    _incref(view)
     rc = lib.dlpx_tensor_wrap(
         data, {"device_type": lib.kDLCPU, "device_id": 0}, _dtype_struct(dt), ndim,
         ffi.new("int64_t[]", shape), ffi.new("int64_t[]", strides) if strides else ffi.NULL,
         lib.DLPX_TENSOR_READONLY if readonly else 0, lib.dlpx_py_release_object,
-        ffi.cast("void *", id(cbuf)), out)
+        ffi.cast("void *", id(view)), out)
     if rc:
-        _decref(cbuf)  # nothing was taken
+        _decref(view)  # nothing was taken
         check(rc)
     return wrap_new(out[0])
 

@@ -71,6 +71,8 @@ def dlpack_fallback(self, stream, max_version, dl_device, copy):
         versioned = 0
     else:
         try:
+            if type(max_version) is not tuple:
+                raise TypeError
             major, minor = max_version
             major, minor = operator.index(major), operator.index(minor)
         except (TypeError, ValueError):
@@ -416,8 +418,9 @@ class Tensor:
 
     def jax(self, *, copy=None):
         """A jax.Array over the same memory when JAX can take it zero-copy
-        (C-contiguous, writable); otherwise a copy (``copy=None``) or
-        BufferError (``copy=False``)."""
+        (C-contiguous, writable, and aligned as JAX's CPU backend wants: 64
+        bytes, which dlpx's allocations are); otherwise a copy
+        (``copy=None``) or BufferError (``copy=False``)."""
         from ._convert import to_jax
 
         return to_jax(self, copy)
