@@ -435,11 +435,12 @@ static void *method_dlpack(void *self, void *const *args, ptrdiff_t nargs, void 
     api.Py_DecRef(cap);
     return NULL;
   }
-  for (int32_t i = 0; i < t->dl.ndim; i++)
-    if (t->dl.strides[i] < 0 && t->dl.shape[i] > 1) { /* Python checks the consumer */
-      api.Py_DecRef(cap);
-      goto fallback;
-    }
+  if (dlpx_tensor_numel(t) > 0)
+    for (int32_t i = 0; i < t->dl.ndim; i++)
+      if (t->dl.strides[i] < 0 && t->dl.shape[i] > 1) { /* Python checks the consumer */
+        api.Py_DecRef(cap);
+        goto fallback;
+      }
   void *result = dlpx_py_export(cap, versioned, 0);
   api.Py_DecRef(cap);
   return result;

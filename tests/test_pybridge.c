@@ -356,6 +356,101 @@ static void test_concurrent_releases_serialize_on_the_gil(void) {
   ASSERT_EQ(atomic_load(&violations), 0);
 }
 
+/* With only the required group registered, the functions that need the
+ * rest refuse cleanly and take nothing they should not. */
+static void test_gil_functions_need_the_full_api(void) {
+  reset();
+  check_live l;
+  check_live_begin(&l);
+  int64_t shape[] = {3};
+  dlpx_tensor *t = NULL;
+  ASSERT_OK(dlpx_tensor_zeros(dt("int16"), 1, shape, &t));
+  fake_object obj = {1};
+  gil_take();
+  ASSERT_RC(DLPX_EPYTHON, dlpx_py_bind(&obj, t)); /* takes t: freed */
+  fake_capsule cap = {"dltensor", NULL};
+  ASSERT_RC(DLPX_EPYTHON, dlpx_py_consume(&obj, &cap, 0));
+  ASSERT_RC(DLPX_EPYTHON, dlpx_py_consume_exchange(&obj, dlpx_py_exchange_api(), &obj, 0));
+  ASSERT_PTR_EQ(dlpx_py_export(&cap, 1, 0), NULL);
+  ASSERT_EQ(dlpx_last_error_code(), DLPX_EPYTHON);
+  gil_drop();
+  ASSERT_EQ(obj.refcnt, 1);
+  ASSERT_NO_LEAKS(&l);
+}
+
+static void test_capsule_names(void) {
+  const char *want[] = {"dltensor", "dltensor_versioned", "used_dltensor",
+                        "used_dltensor_versioned", "dlpack_exchange_api", "dlpx.tensor"};
+  for (int i = 0; i < 6; i++) ASSERT_STR_EQ(dlpx_py_capsule_name(i), want[i]);
+  ASSERT_PTR_EQ(dlpx_py_capsule_name(6), NULL);
+  ASSERT_PTR_EQ(dlpx_py_capsule_name(-1), NULL);
+  /* the same static strings every time: capsules may keep the pointers */
+  ASSERT_PTR_EQ(dlpx_py_capsule_name(1), dlpx_py_capsule_name(1));
+}
+
+typedef struct {
+  const char *ml_name;
+  void *(*ml_meth)(void *, void *);
+  int ml_flags;
+  const char *ml_doc;
+} method_def; /* CPython's PyMethodDef */
+
+static void test_method_defs(void) {
+  const method_def *defs = dlpx_py_method_defs();
+  ASSERT_STR_EQ(defs[0].ml_name, "__dlpack__");
+  ASSERT_EQ(defs[0].ml_flags, 0x0080 | 0x0002); /* METH_FASTCALL | METH_KEYWORDS */
+  ASSERT_TRUE(defs[0].ml_meth != NULL && strstr(defs[0].ml_doc, "max_version") != NULL);
+  ASSERT_STR_EQ(defs[1].ml_name, "__dlpack_device__");
+  ASSERT_EQ(defs[1].ml_flags, 0x0004); /* METH_NOARGS */
+  ASSERT_PTR_EQ(defs[2].ml_name, NULL);
+}
+
+static char set_error_kind[32];
+static void record_error(void *ctx, const char *kind, const char *message) {
+  (void)message;
+  *(int *)ctx += 1;
+  snprintf(set_error_kind, sizeof set_error_kind, "%s", kind);
+}
+
+static void test_exchange_table_without_python(void) {
+  check_live l;
+  check_live_begin(&l);
+  const DLPackExchangeAPI *x = dlpx_py_exchange_api();
+  ASSERT_EQ(x->header.version.major, 1);
+  ASSERT_EQ(x->header.version.minor, DLPACK_MINOR_VERSION);
+  ASSERT_PTR_EQ(x->header.prev_api, NULL);
+  ASSERT_TRUE(x->managed_tensor_allocator && x->managed_tensor_from_py_object_no_sync &&
+              x->managed_tensor_to_py_object_no_sync && x->dltensor_from_py_object_no_sync &&
+              x->current_work_stream);
+  void *stream = (void *)1;
+  ASSERT_EQ(x->current_work_stream(kDLCPU, 0, &stream), 0);
+  ASSERT_PTR_EQ(stream, NULL);
+  /* the allocator needs no Python */
+  int64_t shape[] = {4, 5};
+  DLTensor proto;
+  memset(&proto, 0, sizeof proto);
+  proto.device.device_type = kDLCPU;
+  proto.ndim = 2;
+  proto.shape = shape;
+  proto.dtype = dt("float16");
+  DLManagedTensorVersioned *m = NULL;
+  int errors = 0;
+  ASSERT_EQ(x->managed_tensor_allocator(&proto, &m, &errors, record_error), 0);
+  ASSERT_EQ(errors, 0);
+  ASSERT_EQ(m->dl_tensor.strides[0], 5);
+  ASSERT_EQ((uintptr_t)m->dl_tensor.data % 64, 0);
+  m->deleter(m);
+  proto.device.device_type = kDLCUDA;
+  ASSERT_EQ(x->managed_tensor_allocator(&proto, &m, &errors, record_error), -1);
+  ASSERT_EQ(errors, 1);
+  ASSERT_STR_EQ(set_error_kind, "BufferError");
+  proto.device.device_type = kDLCPU;
+  shape[0] = -1;
+  ASSERT_EQ(x->managed_tensor_allocator(&proto, &m, &errors, record_error), -1);
+  ASSERT_EQ(errors, 2);
+  ASSERT_NO_LEAKS(&l);
+}
+
 int main(void) {
   RUN(test_register_validation);
   RUN(test_destructor_unconsumed_versioned);
@@ -367,5 +462,9 @@ int main(void) {
   RUN(test_release_while_finalizing_leaks);
   RUN(test_after_shutdown_python_is_never_called);
   RUN(test_concurrent_releases_serialize_on_the_gil);
+  RUN(test_gil_functions_need_the_full_api);
+  RUN(test_capsule_names);
+  RUN(test_method_defs);
+  RUN(test_exchange_table_without_python);
   CHECK_DONE();
 }

@@ -15,8 +15,25 @@ __all__ = ["from_dlpack", "empty", "zeros", "frombuffer", "stats"]
 _new = object.__new__
 _CPU = Device(DLDeviceType.kDLCPU, 0)
 _MAX_VERSION = (lib.DLPACK_MAJOR_VERSION, lib.DLPACK_MINOR_VERSION)
-_consume = _bridge.consume
-_consume_exchange = _bridge.consume_exchange
+_LEGACY_RO = lib.DLPX_IMPORT_LEGACY_READONLY
+_consume_raw = _bridge.consume
+_consume_exchange_raw = _bridge.consume_exchange
+
+
+def _bridge_failed():
+    # Failures raise from inside the call; a bare non-zero code means the
+    # bridge itself is unusable.
+    raise RuntimeError(ffi.string(lib.dlpx_last_error()).decode())
+
+
+def _consume(t, cap, flags):
+    if _consume_raw(t, cap, flags):
+        _bridge_failed()
+
+
+def _consume_exchange(t, table, x, flags):
+    if _consume_exchange_raw(t, table, x, flags):
+        _bridge_failed()
 _exchange_tables = {}  # producer type -> address of its exchange API, or 0
 _CapsuleType = type(Tensor.__dlpack_c_exchange_api__)
 
@@ -28,7 +45,30 @@ def _exchange_table(kind):
     if type(cap) is _CapsuleType and _bridge.capsule_is_valid(cap, b"dlpack_exchange_api"):
         addr = _bridge.capsule_get_pointer(cap, b"dlpack_exchange_api") or 0
     _exchange_tables[kind] = addr
+    if addr and kind not in _exchange_guards:
+        _exchange_guards[kind] = _guard_for(kind)
     return addr
+
+
+def _torch_exchange_ok(x):
+    """PyTorch's exchange function skips the checks of its __dlpack__
+    (gradients, conjugate and negative bits) and never synchronizes
+    streams: take the fast lane only for plain host tensors."""
+    return not (x.requires_grad or x.is_conj() or x.is_neg()) and x.device.type == "cpu"
+
+
+def _host_producer(x):
+    """Other producers: the exchange lane does no stream synchronization,
+    so use it for host data only."""
+    return x.__dlpack_device__()[0] == DLDeviceType.kDLCPU
+
+
+def _guard_for(kind):
+    mod = kind.__module__ or ""
+    return _torch_exchange_ok if mod.split(".")[0] == "torch" else _host_producer
+
+
+_exchange_guards = {}  # producer type -> predicate for the exchange lane
 
 
 def from_dlpack(x, /, *, device=None, copy=None):
@@ -58,8 +98,9 @@ def from_dlpack(x, /, *, device=None, copy=None):
         table = _exchange_tables.get(kind)
         if table is None:
             table = _exchange_table(kind)
-        if table:
-            _consume_exchange(t, table, x, lib.DLPX_IMPORT_LEGACY_READONLY)
+        if table and _exchange_guards[kind](x):
+            if _consume_exchange_raw(t, table, x, _LEGACY_RO):
+                _bridge_failed()
             return t
         try:
             method = x.__dlpack__
@@ -75,24 +116,33 @@ def from_dlpack(x, /, *, device=None, copy=None):
             if ml is None:
                 raise
             return ml
-        _consume(t, cap, lib.DLPX_IMPORT_LEGACY_READONLY)
+        if _consume_raw(t, cap, _LEGACY_RO):
+            _bridge_failed()
         return t
     return _from_dlpack_slow(t, x, device, copy)
 
 
+_RAW = {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}
+
+
 def _from_ml_dtypes(x):
-    """NumPy refuses to export ml_dtypes arrays (bfloat16, float8, ...)
-    through DLPack: import their bytes and read them as that dtype.  None
+    """NumPy refuses to export arrays of ml_dtypes types (bfloat16, the
+    float8/6/4 kinds, complex32) through DLPack: import their bytes as
+    unsigned integers of the same width and read them as that dtype.  None
     when |x| is not such an array."""
     np = sys.modules.get("numpy")
-    if np is None or not isinstance(x, np.ndarray) or x.dtype.kind != "V":
+    if np is None or not isinstance(x, np.ndarray):
+        return None
+    if not (x.dtype.type.__module__ or "").startswith("ml_dtypes"):
         return None
     try:
         dt = dtype(x.dtype)
     except TypeError:
         return None
-    raw = from_dlpack(x.view(np.uint16 if x.dtype.itemsize == 2 else np.uint8))
-    return raw.view(dt)
+    raw = _RAW.get(x.dtype.itemsize)
+    if raw is None:
+        return None
+    return from_dlpack(x.view(raw)).view(dt)
 
 
 def _from_dlpack_slow(t, x, device, copy):
@@ -117,7 +167,12 @@ def _from_dlpack_slow(t, x, device, copy):
         if ml is None:
             raise
         return _finish(ml, device, copy)
-    _consume(t, cap, lib.DLPX_IMPORT_LEGACY_READONLY)
+    except NotImplementedError as exc:  # e.g. PyTorch for a dl_device it cannot serve
+        raise BufferError(f"{type(x).__name__} cannot export to {device}: {exc}") from exc
+    # A producer that accepted copy=True (a DLPack >= 1.0 keyword) made a
+    # private copy: it is ours to write even if it came in a legacy capsule.
+    flags = 0 if (copy is True and producer_copied) else lib.DLPX_IMPORT_LEGACY_READONLY
+    _consume(t, cap, flags)
     return _finish(t, device, copy if not producer_copied else None)
 
 

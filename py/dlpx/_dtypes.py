@@ -106,6 +106,12 @@ class dtype:
         return np.dtype(t)
 
     @property
+    def dtype(self):
+        """The NumPy dtype, so NumPy and JAX accept dlpx dtypes
+        (``np.zeros(3, dtype=dlpx.bfloat16)``)."""
+        return self.numpy
+
+    @property
     def torch(self):
         """The torch.dtype."""
         import torch

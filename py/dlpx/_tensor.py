@@ -122,7 +122,7 @@ class Tensor:
             shape, strides, dtype._make(dl.dtype.code, dl.dtype.bits, dl.dtype.lanes),
             Device(DLDeviceType(dl.device.device_type), dl.device.device_id),
             lib.dlpx_tensor_flags(p),
-            any(s < 0 for s, e in zip(strides, shape) if e > 1))
+            0 not in shape and any(s < 0 for s, e in zip(strides, shape) if e > 1))
         return m
 
     def _view(self, fn, *args):
