@@ -44,9 +44,9 @@ def _exchange_table(kind):
     addr = 0
     if type(cap) is _CapsuleType and _bridge.capsule_is_valid(cap, b"dlpack_exchange_api"):
         addr = _bridge.capsule_get_pointer(cap, b"dlpack_exchange_api") or 0
-    _exchange_tables[kind] = addr
     if addr and kind not in _exchange_guards:
-        _exchange_guards[kind] = _guard_for(kind)
+        _exchange_guards[kind] = _guard_for(kind)  # before the table: other threads
+    _exchange_tables[kind] = addr
     return addr
 
 
