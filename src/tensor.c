@@ -455,8 +455,11 @@ static int apply_slice(int64_t len, int64_t stride, int64_t start, int64_t stop,
   int64_t s = 0, st = 1, n = 0;
   int rc = slice_indices(len, start, stop, step, &s, &st, &n);
   if (rc) return rc;
-  int64_t ns;
-  if (dlpx__mul_overflow(stride, st, &ns))
+  /* With two or more elements |step| < len, so the new stride stays inside
+   * the checked extent; with fewer the stride is never used (and step may be
+   * anything, e.g. 2**63 - 1): keep the old one. */
+  int64_t ns = stride;
+  if (n > 1 && dlpx__mul_overflow(stride, st, &ns))
     return dlpx__fail(DLPX_EOVERFLOW, "slice stride overflows int64");
   *nlen = n;
   *nstride = ns;
@@ -513,7 +516,7 @@ int dlpx_tensor_index(const dlpx_tensor *t, int32_t n, const dlpx_index *items,
       case DLPX_INDEX_NEWAXIS:
         break;
       case DLPX_INDEX_ELLIPSIS:
-        if (++ellipses > 1) return dlpx__fail(DLPX_EINVAL, "an index can only have a single ellipsis");
+        if (++ellipses > 1) return dlpx__fail(DLPX_EINDEX, "an index can only have a single ellipsis");
         break;
       default:
         return dlpx__fail(DLPX_EINVAL, "unknown index kind %d at position %d", (int)items[k].kind,
@@ -673,6 +676,8 @@ int dlpx_tensor_squeeze(const dlpx_tensor *t, int32_t dim, dlpx_tensor **out) {
   if (!t || !out) return dlpx__fail(DLPX_EINVAL, "tensor or out is NULL");
   int64_t shape[DLPX_MAX_NDIM], strides[DLPX_MAX_NDIM];
   int32_t n = 0, d = -1;
+  if (t->dl.ndim == 0 && (dim == 0 || dim == -1)) /* as NumPy and PyTorch: a no-op */
+    return dlpx_tensor_clone(t, out);
   if (dim != DLPX_ALL_DIMS) {
     int rc = norm_dim(dim, t->dl.ndim, &d);
     if (rc) return rc;

@@ -694,12 +694,20 @@ static void op_index(op_ctx *c) {
     items[rng_range(c->r, 0, n - 1)].kind = rng_range(c->r, 0, 1) ? 4 : -1;
     bad_kind = true;
   }
-  /* What NumPy would do; the first error in item order wins. */
+  /* What NumPy would do; the first error in item order wins: an unknown
+   * kind is EINVAL, a second ellipsis EINDEX (IndexError, as in NumPy). */
   int want = 0;
-  if (bad_kind || ellipses > 1)
-    want = DLPX_EINVAL;
-  else if (consumed > nd)
-    want = DLPX_EINDEX;
+  int32_t seen_ellipses = 0;
+  for (int32_t i = 0; i < n && !want; i++) {
+    const int32_t k = items[i].kind;
+    if (k < DLPX_INDEX_INT || k > DLPX_INDEX_ELLIPSIS)
+      want = DLPX_EINVAL;
+    else if (k == DLPX_INDEX_ELLIPSIS && ++seen_ellipses > 1)
+      want = DLPX_EINDEX;
+  }
+  if (!want && consumed > nd) want = DLPX_EINDEX;
+  (void)bad_kind;
+  (void)ellipses;
   remap m;
   memset(&m, 0, sizeof m);
   int32_t id = 0;
@@ -967,7 +975,8 @@ static void op_squeeze(op_ctx *c) {
       for (int32_t k = 0; k < nd; k++)
         if (c->in->shape[k] == 1 && rng_range(c->r, 0, 1)) dim = rng_range(c->r, 0, 1) ? k : k - nd;
   }
-  const bool all = dim == DLPX_ALL_DIMS;
+  /* NumPy and PyTorch accept axis 0 and -1 of a 0-d tensor: nothing to do. */
+  const bool all = dim == DLPX_ALL_DIMS || (nd == 0 && (dim == 0 || dim == -1));
   const bool ok = all || dim_valid(dim, nd);
   const int32_t d = !all && ok ? (dim < 0 ? dim + nd : dim) : -1;
   int want = !ok ? DLPX_EINDEX : (d >= 0 && c->in->shape[d] != 1) ? DLPX_ESHAPE : 0;

@@ -233,6 +233,13 @@ static void test_slice_python_semantics(void) {
   }
   ASSERT_RC(DLPX_EINVAL, dlpx_tensor_slice(t, 0, 0, 5, 0, &v));
   ASSERT_MSG("step cannot be zero");
+  /* a step so large that one element remains: no stride overflow */
+  ASSERT_OK(dlpx_tensor_slice(t, 0, DLPX_NONE, DLPX_NONE, INT64_MAX, &v));
+  ASSERT_EQ(dlpx_tensor_shape(v)[0], 1);
+  dlpx_tensor_free(v);
+  ASSERT_OK(dlpx_tensor_slice(t, 0, DLPX_NONE, DLPX_NONE, -INT64_MAX, &v));
+  ASSERT_EQ(dlpx_tensor_shape(v)[0], 1);
+  dlpx_tensor_free(v);
   ASSERT_RC(DLPX_EINDEX, dlpx_tensor_slice(t, 1, 0, 5, 1, &v));
   ASSERT_RC(DLPX_EINDEX, dlpx_tensor_slice(t, -2, 0, 5, 1, &v));
   ASSERT_OK(dlpx_tensor_slice(t, -1, 1, 3, 1, &v));
@@ -279,7 +286,7 @@ static void test_select_and_index(void) {
   ASSERT_RC(DLPX_EINDEX, dlpx_tensor_index(t, 4, too_many, &v));
   ASSERT_MSG("too many indices");
   dlpx_index two_ell[] = {{DLPX_INDEX_ELLIPSIS, 0, 0, 0}, {DLPX_INDEX_ELLIPSIS, 0, 0, 0}};
-  ASSERT_RC(DLPX_EINVAL, dlpx_tensor_index(t, 2, two_ell, &v));
+  ASSERT_RC(DLPX_EINDEX, dlpx_tensor_index(t, 2, two_ell, &v));
   dlpx_index bad_kind[] = {{7, 0, 0, 0}};
   ASSERT_RC(DLPX_EINVAL, dlpx_tensor_index(t, 1, bad_kind, &v));
   dlpx_index oob[] = {{DLPX_INDEX_INT, 0, 0, 0}, {DLPX_INDEX_INT, 3, 0, 0}};
@@ -428,6 +435,15 @@ static void test_squeeze_unsqueeze(void) {
   dlpx_tensor_free(w);
   dlpx_tensor_free(v);
   ASSERT_RC(DLPX_EINDEX, dlpx_tensor_unsqueeze(t, 5, &v));
+  dlpx_tensor *z = NULL;
+  ASSERT_OK(dlpx_tensor_zeros(dt("int8"), 0, NULL, &z));
+  ASSERT_OK(dlpx_tensor_squeeze(z, 0, &v)); /* 0-d: axis 0 and -1 are no-ops */
+  ASSERT_EQ(dlpx_tensor_ndim(v), 0);
+  dlpx_tensor_free(v);
+  ASSERT_OK(dlpx_tensor_squeeze(z, -1, &v));
+  dlpx_tensor_free(v);
+  ASSERT_RC(DLPX_EINDEX, dlpx_tensor_squeeze(z, 1, &v));
+  dlpx_tensor_free(z);
   ASSERT_RC(DLPX_EINDEX, dlpx_tensor_unsqueeze(t, -6, &v));
   dlpx_tensor_free(t);
   ASSERT_NO_LEAKS(&l);

@@ -335,7 +335,7 @@ typedef struct {
 
 /* Applies |n| index items the way NumPy applies a basic index tuple:
  * missing trailing items are full slices.
- * Returns 0, DLPX_EINVAL (bad kind, two ellipses, step 0), DLPX_EINDEX (too
+ * Returns 0, DLPX_EINVAL (bad kind, step 0), DLPX_EINDEX (two ellipses, too
  * many indices, an integer out of range), DLPX_ESHAPE (result ndim beyond
  * DLPX_MAX_NDIM), DLPX_ELAYOUT, DLPX_ENOMEM. */
 DLPX_API int dlpx_tensor_index(const dlpx_tensor *tensor, int32_t n, const dlpx_index *items,
@@ -361,7 +361,8 @@ DLPX_API int dlpx_tensor_reshape(const dlpx_tensor *tensor, int32_t ndim, const 
                                  dlpx_tensor **out);
 
 /* Removes dimension |dim| if its extent is 1 (DLPX_ESHAPE otherwise); with
- * dim == DLPX_ALL_DIMS removes every dimension of extent 1.
+ * dim == DLPX_ALL_DIMS removes every dimension of extent 1.  On a 0-d tensor
+ * dim 0 and -1 are accepted and change nothing (as in NumPy and PyTorch).
  * Returns 0, DLPX_EINVAL, DLPX_EINDEX, DLPX_ESHAPE, DLPX_ENOMEM. */
 #define DLPX_ALL_DIMS INT32_MIN
 DLPX_API int dlpx_tensor_squeeze(const dlpx_tensor *tensor, int32_t dim, dlpx_tensor **out);

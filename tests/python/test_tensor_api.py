@@ -158,7 +158,7 @@ def test_indexing_errors():
         t[[0, 1]]
     with pytest.raises(IndexError, match="valid indices"):
         t["a"]
-    with pytest.raises(ValueError, match="single ellipsis"):
+    with pytest.raises(IndexError, match="single ellipsis"):
         t[..., ...]
     with pytest.raises(ValueError, match="step cannot be zero"):
         t[::0]
