@@ -54,7 +54,7 @@ def _torch_exchange_ok(x):
     """PyTorch's exchange function skips the checks of its __dlpack__
     (gradients, conjugate and negative bits) and never synchronizes
     streams: take the fast lane only for plain host tensors."""
-    return not (x.requires_grad or x.is_conj() or x.is_neg()) and x.device.type == "cpu"
+    return x.is_cpu and not (x.requires_grad or x.is_conj() or x.is_neg())
 
 
 def _host_producer(x):
