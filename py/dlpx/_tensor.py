@@ -5,7 +5,7 @@ import sys
 
 from . import _bridge
 from ._dtypes import Device, DLDeviceType, as_device, dtype
-from ._errors import check, check_dlpack
+from ._errors import check
 from ._lib import ffi, lib
 
 __all__ = ["Tensor", "wrap_new", "dlpack_fallback"]

@@ -91,6 +91,9 @@ def peek(capsule):
     return ctypes.cast(ptr, ctypes.POINTER(kind)).contents
 
 
+_PRODUCERS = []
+
+
 class ForeignProducer:
     """Builds managed tensors from Python-held memory with a counting
     deleter, so tests can hand dlpx arbitrary (also malformed) DLPack data."""
@@ -100,6 +103,10 @@ class ForeignProducer:
         self._alive = {}
         self._vdel = VERSIONED_DELETER(self._on_delete)
         self._ldel = LEGACY_DELETER(self._on_delete)
+        # A producer's deleter code must outlive every tensor it handed out
+        # (a failing test can keep tensors alive in its traceback after the
+        # producer fixture is gone): keep the callbacks for the process.
+        _PRODUCERS.append(self)
 
     def _on_delete(self, ptr):
         self.deleted += 1

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import dlpx
-from dlpack_ctypes import DLManagedTensorVersioned, consume_versioned
+from dlpack_ctypes import consume_versioned
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,14 +32,14 @@ def test_million_mixed_cycles_do_not_grow(no_leaks):
     tt = torch.arange(16.0)
 
     def cycles(n):
-        for i in range(n // 8):
+        for _ in range(n // 8):
             t = dlpx.from_dlpack(a)                    # numpy -> dlpx
             np.from_dlpack(t)                          # dlpx -> numpy
             torch.from_dlpack(base)                    # dlpx -> torch
             dlpx.from_dlpack(tt)                       # torch -> dlpx (exchange API)
             base.__dlpack__(max_version=(1, 0))        # capsule dropped unconsumed
             dlpx.from_dlpack(base.__dlpack__())        # legacy capsule consumed
-            t[1:, ::-1].T                              # views
+            _ = t[1:, ::-1].T                          # views
             dlpx.from_dlpack(base)                     # dlpx -> dlpx
 
     cycles(80_000)  # warm up caches and allocator pools
@@ -51,7 +51,6 @@ def test_million_mixed_cycles_do_not_grow(no_leaks):
     assert growth < 10 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 1,000,000 cycles"
     s = dlpx.stats()
     assert s["python_refs_leaked"] == 0
-    del base, tt
 
 
 def _pthread_call(fn_addr, arg_addr):
@@ -88,7 +87,7 @@ def test_deleter_called_without_the_gil_through_cffi(no_leaks):
     cap = t.__dlpack__(max_version=(1, 0))
     m = consume_versioned(cap)
     del t
-    ffi, lib = dlpx.ffi, dlpx.lib
+    ffi = dlpx.ffi
     mt = ffi.cast("DLManagedTensorVersioned *", ctypes.addressof(m))
     mt.deleter(mt)  # cffi releases the GIL around the call
     ba.append(0)

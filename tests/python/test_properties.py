@@ -394,7 +394,7 @@ def test_reshape_errors_match_numpy(a, data):
     shape = tuple(shape)
     ref, nerr = outcome(lambda: a.reshape(shape))
     for method in ("reshape", "view"):
-        got, derr = outcome(lambda: getattr(dlpx.from_dlpack(a), method)(shape))
+        got, derr = outcome(lambda m=method: getattr(dlpx.from_dlpack(a), m)(shape))
         if nerr is None:
             assert derr is None or method == "view", f"{method}({shape}) raised {derr!r}"
             if got is not None:

@@ -16,7 +16,7 @@ from dlpack_ctypes import (IS_COPIED, READ_ONLY, ForeignProducer, capsule_is_val
 @pytest.fixture
 def t():
     x = dlpx.empty((3, 4), "float32")
-    np.from_dlpack(x)[...] = np.arange(12, dtype=np.float32).reshape(3, 4)
+    x.copy_(np.arange(12, dtype=np.float32).reshape(3, 4))
     return x
 
 

@@ -12,7 +12,7 @@ import dlpx
 
 def arange(shape, dtype="float32"):
     t = dlpx.empty(shape, dtype)
-    np.from_dlpack(t)[...] = np.arange(int(np.prod(shape))).reshape(shape).astype(dtype)
+    t.copy_(np.arange(int(np.prod(shape))).reshape(shape).astype(dtype))
     return t
 
 
@@ -112,7 +112,7 @@ def test_dtype_numpy_and_torch_conversions():
     assert dlpx.dtype(torch.float8_e5m2) is dlpx.float8_e5m2
     assert dlpx.uint16 == torch.uint16
     with pytest.raises(TypeError):
-        dlpx.float6_e2m3fn.torch
+        _ = dlpx.float6_e2m3fn.torch
 
 
 def test_devices():
@@ -208,7 +208,7 @@ def test_shape_methods():
     with pytest.raises(ValueError):
         t.permute(0, 1)
     with pytest.raises(ValueError, match="mT"):
-        dlpx.empty(3).mT
+        _ = dlpx.empty(3).mT
 
 
 def test_view_dtype():
