@@ -378,7 +378,7 @@ typedef struct {
 #define PY_METH_FASTCALL 0x0080
 
 static bool methods_api(void) {
-  return full_api() && api.PyTuple_Size && api.PyTuple_GetItem && api.PyLong_AsLong &&
+  return full_api() && api.PyTuple_Size && api.PyTuple_GetItem && api.PyLong_AsSsize_t &&
          api.PyErr_Clear && api.PyUnicode_CompareWithASCIIString && api.Py_BuildValue &&
          api.PyObject_CallFunctionObjArgs && api.obj_None && api.name_stream &&
          api.name_max_version && api.name_dl_device && api.name_copy && api.dlpack_fallback;
@@ -420,11 +420,12 @@ static void *method_dlpack(void *self, void *const *args, ptrdiff_t nargs, void 
   if (stream != none || dldev != none || copy != none) goto fallback;
   int versioned = 0;
   if (maxv != none) {
-    /* A (major, minor) tuple of ints; anything else: Python says why. */
+    /* A (major, minor) tuple of exact ints; anything else (NumPy ints, or
+     * garbage) goes to Python, which accepts __index__ and says why not. */
     if (api.PyTuple_Size(maxv) != 2) goto clear_fallback;
-    long major = api.PyLong_AsLong(api.PyTuple_GetItem(maxv, 0));
+    ptrdiff_t major = api.PyLong_AsSsize_t(api.PyTuple_GetItem(maxv, 0));
     if (major == -1 && api.PyErr_Occurred()) goto clear_fallback;
-    long minor = api.PyLong_AsLong(api.PyTuple_GetItem(maxv, 1));
+    ptrdiff_t minor = api.PyLong_AsSsize_t(api.PyTuple_GetItem(maxv, 1));
     if (minor == -1 && api.PyErr_Occurred()) goto clear_fallback;
     versioned = major >= 1;
   }

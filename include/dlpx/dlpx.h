@@ -541,7 +541,7 @@ typedef struct {
   /* for the C methods of dlpx.Tensor (dlpx_py_method_defs) */
   ptrdiff_t (*PyTuple_Size)(void *tuple);
   void *(*PyTuple_GetItem)(void *tuple, ptrdiff_t index);
-  long (*PyLong_AsLong)(void *obj);
+  ptrdiff_t (*PyLong_AsSsize_t)(void *obj); /* exact ints only, on every version */
   void (*PyErr_Clear)(void);
   int (*PyUnicode_CompareWithASCIIString)(void *str, const char *ascii);
   void *(*Py_BuildValue)(const char *format, ...);

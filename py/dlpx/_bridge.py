@@ -56,7 +56,7 @@ def register(tensor_factory, dlpack_fallback):
                   "PyErr_Restore", "PyCapsule_IsValid", "PyCapsule_GetPointer", "Py_IncRef",
                   "Py_DecRef", "PyCapsule_New", "PyCapsule_SetName", "PyErr_SetString",
                   "PyErr_Occurred", "PyObject_GetAttr", "PyObject_SetAttr", "PyLong_FromVoidPtr",
-                  "PyObject_CallObject", "PyTuple_Size", "PyTuple_GetItem", "PyLong_AsLong",
+                  "PyObject_CallObject", "PyTuple_Size", "PyTuple_GetItem", "PyLong_AsSsize_t",
                   "PyErr_Clear", "PyUnicode_CompareWithASCIIString", "Py_BuildValue",
                   "PyObject_CallFunctionObjArgs"):
         setattr(api, field, ffi.cast(ffi.typeof(getattr(api, field)), _fn(field)))

@@ -256,7 +256,7 @@ typedef struct {
   void *tensor_factory;
   ptrdiff_t (*PyTuple_Size)(void *tuple);
   void *(*PyTuple_GetItem)(void *tuple, ptrdiff_t index);
-  long (*PyLong_AsLong)(void *obj);
+  ptrdiff_t (*PyLong_AsSsize_t)(void *obj); /* exact ints only, on every version */
   void (*PyErr_Clear)(void);
   int (*PyUnicode_CompareWithASCIIString)(void *str, const char *ascii);
   void *(*Py_BuildValue)(const char *format, ...);
