@@ -167,7 +167,12 @@ def _from_dlpack_slow(t, x, device, copy):
         if ml is None:
             raise
         return _finish(ml, device, copy)
-    except NotImplementedError as exc:  # e.g. PyTorch for a dl_device it cannot serve
+    except (NotImplementedError, ValueError) as exc:
+        # A producer that cannot serve the requested device says so in its own
+        # way (PyTorch: NotImplementedError, NumPy 2.2: ValueError); the
+        # protocol's word for it is BufferError.
+        if device is None:
+            raise
         raise BufferError(f"{type(x).__name__} cannot export to {device}: {exc}") from exc
     # A producer that accepted copy=True (a DLPack >= 1.0 keyword) made a
     # private copy: it is ours to write even if it came in a legacy capsule.

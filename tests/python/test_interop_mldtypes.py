@@ -141,7 +141,8 @@ def test_ml_dtypes_to_dlpx(name, layout):
     assert t.shape == view.shape
     assert t.readonly == (not view.flags.writeable)
     assert t.itemsize == view.itemsize  # float4/float6: padded, one byte each
-    assert t.byte_strides == view.strides or not view.size
+    assert not view.size or all(  # strides of extent-1 dims carry no meaning
+        a == b for a, b, n in zip(t.byte_strides, view.strides, view.shape) if n > 1)
     if view.size:
         assert t.data_ptr == np_ptr(view)  # zero copy
     arr = t.numpy()
