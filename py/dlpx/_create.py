@@ -5,7 +5,7 @@ import operator
 import sys
 
 from . import _bridge
-from ._dtypes import Device, DLDeviceType, as_device, dtype
+from ._dtypes import DLDeviceType, as_device, dtype
 from ._errors import check
 from ._lib import ffi, lib
 from ._tensor import Tensor, _shape_arg, wrap_new
@@ -13,7 +13,6 @@ from ._tensor import Tensor, _shape_arg, wrap_new
 __all__ = ["from_dlpack", "empty", "zeros", "frombuffer", "stats"]
 
 _new = object.__new__
-_CPU = Device(DLDeviceType.kDLCPU, 0)
 _MAX_VERSION = (lib.DLPACK_MAJOR_VERSION, lib.DLPACK_MINOR_VERSION)
 _LEGACY_RO = lib.DLPX_IMPORT_LEGACY_READONLY
 _consume_raw = _bridge.consume
@@ -31,9 +30,6 @@ def _consume(t, cap, flags):
         _bridge_failed()
 
 
-def _consume_exchange(t, table, x, flags):
-    if _consume_exchange_raw(t, table, x, flags):
-        _bridge_failed()
 _exchange_tables = {}  # producer type -> address of its exchange API, or 0
 _CapsuleType = type(Tensor.__dlpack_c_exchange_api__)
 

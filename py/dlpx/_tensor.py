@@ -13,7 +13,6 @@ __all__ = ["Tensor", "wrap_new", "dlpack_fallback"]
 _new = object.__new__
 _NONE = lib.DLPX_NONE
 _INT64_MAX = 2**63 - 1
-_CPU = Device(DLDeviceType.kDLCPU, 0)
 _export = _bridge.export
 _HOST_TYPES = (DLDeviceType.kDLCPU, DLDeviceType.kDLCUDAHost, DLDeviceType.kDLROCMHost)
 
