@@ -5,6 +5,7 @@ the README's test command does), or a checkout (PYTHONPATH=py with
 DLPX_LIBRARY pointing at a built libdlpx.so)."""
 
 import gc
+import sys
 
 import pytest
 
@@ -25,3 +26,26 @@ def no_leaks():
     yield
     gc.collect()
     assert live() == before, f"live (storages, tensors, exports) before {before}, after {live()}"
+
+
+@pytest.fixture(scope="module")
+def _frozen_heap():
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
+@pytest.fixture
+def gc_baseline(_frozen_heap):
+    """Use before no_leaks in suites that load PyTorch or JAX.  no_leaks
+    calls gc.collect() around every test, and with those libraries loaded a
+    full collection walks hundreds of thousands of objects; so what exists
+    now (collected by the previous test's no_leaks) is frozen and each
+    collection sees only what this test makes.  A previous failure's
+    traceback (sys.last_*) is dropped first, so objects it held are not
+    freed in the middle of this test."""
+    if getattr(sys, "last_traceback", None) is not None:
+        sys.last_type = sys.last_value = sys.last_traceback = None
+        gc.collect()
+    gc.freeze()

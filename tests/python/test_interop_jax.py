@@ -11,7 +11,6 @@ for complex32, float6 or int2/int4, and its CPU buffers refuse sub-byte
 (float4) imports."""
 
 import gc
-import sys
 
 import pytest
 
@@ -32,29 +31,8 @@ def need_torch():
     if torch is None:
         pytest.skip("PyTorch is not installed")
 
-pytestmark = pytest.mark.usefixtures("no_leaks", "x64")
+pytestmark = pytest.mark.usefixtures("gc_baseline", "no_leaks", "x64")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _frozen_heap():
-    gc.collect()
-    gc.freeze()
-    yield
-    gc.unfreeze()
-
-
-@pytest.fixture(autouse=True)
-def _gc_baseline(_frozen_heap):
-    """Runs before no_leaks.  no_leaks calls gc.collect() around every test;
-    with PyTorch and JAX loaded a full collection walks hundreds of thousands
-    of objects, so what exists now (collected by the previous test's
-    no_leaks) is frozen and each collection sees only what this test makes.
-    A previous failure's traceback (sys.last_*) is dropped first, so objects
-    it held are not freed in the middle of this test."""
-    if getattr(sys, "last_traceback", None) is not None:
-        sys.last_type = sys.last_value = sys.last_traceback = None
-        gc.collect()
-    gc.freeze()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ their bytes and reads them as the right dtype, without copying.  NumPy and
 ml_dtypes keep float4/float6 one element per byte ("padded"); dlpx also
 has packed sub-byte tensors, which need a copy to become NumPy arrays."""
 
-import gc
-import sys
 
 import pytest
 
@@ -19,26 +17,8 @@ try:
 except ImportError:  # pragma: no cover
     torch = None
 
-pytestmark = pytest.mark.usefixtures("no_leaks")
+pytestmark = pytest.mark.usefixtures("gc_baseline", "no_leaks")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _frozen_heap():
-    gc.collect()
-    gc.freeze()
-    yield
-    gc.unfreeze()
-
-
-@pytest.fixture(autouse=True)
-def _gc_baseline(_frozen_heap):
-    """Runs before no_leaks: freezes what exists now (collected by the
-    previous test's no_leaks) so each gc.collect() sees only what this test
-    makes, after dropping a previous failure's traceback (sys.last_*)."""
-    if getattr(sys, "last_traceback", None) is not None:
-        sys.last_type = sys.last_value = sys.last_traceback = None
-        gc.collect()
-    gc.freeze()
 
 
 ML_NAMES = [d.name for d in dlpx.ALL_DTYPES

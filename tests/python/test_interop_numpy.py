@@ -3,7 +3,6 @@ directions, zero copy, shared writes, layouts, read-only data, capsules,
 copy semantics and lifetimes."""
 
 import gc
-import sys
 import threading
 
 import pytest
@@ -12,29 +11,8 @@ np = pytest.importorskip("numpy")
 
 import dlpx  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("no_leaks")
+pytestmark = pytest.mark.usefixtures("gc_baseline", "no_leaks")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _frozen_heap():
-    gc.collect()
-    gc.freeze()
-    yield
-    gc.unfreeze()
-
-
-@pytest.fixture(autouse=True)
-def _gc_baseline(_frozen_heap):
-    """Runs before no_leaks.  no_leaks calls gc.collect() around every test;
-    with PyTorch and JAX loaded a full collection walks hundreds of thousands
-    of objects, so what exists now (collected by the previous test's
-    no_leaks) is frozen and each collection sees only what this test makes.
-    A previous failure's traceback (sys.last_*) is dropped first, so objects
-    it held are not freed in the middle of this test."""
-    if getattr(sys, "last_traceback", None) is not None:
-        sys.last_type = sys.last_value = sys.last_traceback = None
-        gc.collect()
-    gc.freeze()
 
 NUMPY_DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
                 "uint64", "float16", "float32", "float64", "complex64", "complex128"]

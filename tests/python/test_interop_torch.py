@@ -20,30 +20,9 @@ try:  # dlpx gives bfloat16/float8 (and, with ml_dtypes >= 0.6, complex32) to Nu
 except ImportError:  # pragma: no cover
     pass
 
-pytestmark = [pytest.mark.usefixtures("no_leaks"),
+pytestmark = [pytest.mark.usefixtures("gc_baseline", "no_leaks"),
               pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _frozen_heap():
-    gc.collect()
-    gc.freeze()
-    yield
-    gc.unfreeze()
-
-
-@pytest.fixture(autouse=True)
-def _gc_baseline(_frozen_heap):
-    """Runs before no_leaks.  no_leaks calls gc.collect() around every test;
-    with PyTorch and JAX loaded a full collection walks hundreds of thousands
-    of objects, so what exists now (collected by the previous test's
-    no_leaks) is frozen and each collection sees only what this test makes.
-    A previous failure's traceback (sys.last_*) is dropped first, so objects
-    it held are not freed in the middle of this test."""
-    if getattr(sys, "last_traceback", None) is not None:
-        sys.last_type = sys.last_value = sys.last_traceback = None
-        gc.collect()
-    gc.freeze()
 
 
 TORCH_DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
