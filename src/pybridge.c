@@ -235,13 +235,9 @@ static dlpx_tensor *owner_tensor(void *owner) {
   return api.PyCapsule_GetPointer(owner, NAME_OWNER);
 }
 
-void *dlpx_py_export(void *owner, int versioned, uint32_t flags) {
-  if (!full_api()) {
-    dlpx__fail(DLPX_EPYTHON, "the Python bridge is not fully registered");
-    return NULL;
-  }
-  dlpx_tensor *t = owner_tensor(owner);
-  if (!t) return NULL;
+/* Exports |t| as a new DLPack capsule (new reference), or NULL with an
+ * exception set. */
+static void *export_capsule(const dlpx_tensor *t, int versioned, uint32_t flags) {
   void *cap;
   if (versioned) {
     DLManagedTensorVersioned *m = NULL;
@@ -263,6 +259,15 @@ void *dlpx_py_export(void *owner, int versioned, uint32_t flags) {
     if (!cap) m->deleter(m);
   }
   return cap;
+}
+
+void *dlpx_py_export(void *owner, int versioned, uint32_t flags) {
+  if (!full_api()) {
+    dlpx__fail(DLPX_EPYTHON, "the Python bridge is not fully registered");
+    return NULL;
+  }
+  dlpx_tensor *t = owner_tensor(owner);
+  return t ? export_capsule(t, versioned, flags) : NULL;
 }
 
 /* ---- the producer side of the DLPack C exchange API ----------------------- */
@@ -442,7 +447,7 @@ static void *method_dlpack(void *self, void *const *args, ptrdiff_t nargs, void 
         api.Py_DecRef(cap);
         goto fallback;
       }
-  void *result = dlpx_py_export(cap, versioned, 0);
+  void *result = export_capsule(t, versioned, 0); /* self keeps t alive */
   api.Py_DecRef(cap);
   return result;
 clear_fallback:
