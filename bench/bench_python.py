@@ -100,27 +100,26 @@ def main():
     ]
 
     # The DLPack C exchange API lanes.
-    from dlpx import _create
+    from dlpx import _consume
     lanes = []
     if hasattr(torch.Tensor, "__dlpack_c_exchange_api__"):
         def via_dlpack(x):  # the same import, with the exchange lane switched off
-            saved = _create._exchange_tables.get(type(x))
-            _create._exchange_tables[type(x)] = 0
+            saved = _consume._lanes.get(type(x))
+            _consume._lanes[type(x)] = None
             try:
                 return dlpx.from_dlpack(x)
             finally:
-                _create._exchange_tables[type(x)] = saved
+                _consume._lanes[type(x)] = saved
         g["via_dlpack"] = via_dlpack
-        _create._exchange_tables.pop(torch.Tensor, None)
+        _consume._lanes.pop(torch.Tensor, None)
         lanes.append(compare(
             "consumer: dlpx.from_dlpack(torch): exchange API  vs  __dlpack__ lane", "faster",
             "dlpx.from_dlpack(tt)", "via_dlpack(tt)", g, number, repeats))
     # As producer: a consumer calling dlpx's table (through ctypes with the
     # GIL held, as from pure Python) against one using __dlpack__.
     import ctypes
-    get = ctypes.pythonapi.PyCapsule_GetPointer
-    get.restype = ctypes.c_void_p
-    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    get = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+        ("PyCapsule_GetPointer", ctypes.pythonapi))  # a private prototype
     table = get(dlpx.Tensor.__dlpack_c_exchange_api__, b"dlpack_exchange_api")
     from_py = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.POINTER(ctypes.c_void_p))(
         ctypes.c_void_p.from_address(table + 24).value)

@@ -28,10 +28,6 @@ typedef struct {
   int64_t esize;             /* element size in bytes */
 } copy_plan;
 
-static bool host_device(int32_t type) {
-  return type == kDLCPU || type == kDLCUDAHost || type == kDLROCMHost;
-}
-
 static int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
 
 /* Sorts dimensions by destination stride, largest first (insertion sort:
@@ -497,8 +493,12 @@ static bool no_self_overlap(const dlpx_tensor *t) {
   return true;
 }
 
+/* The same elements in the same layout: same first element, same element
+ * width (a packed and a padded sub-byte view may start at one address) and
+ * the same strides wherever they matter. */
 static bool same_view(const dlpx_tensor *a, const dlpx_tensor *b) {
   if (dlpx_tensor_data(a) != dlpx_tensor_data(b)) return false;
+  if (dlpx__elem_bits(a->dl.dtype, a->flags) != dlpx__elem_bits(b->dl.dtype, b->flags)) return false;
   for (int32_t i = 0; i < a->dl.ndim; i++)
     if (a->dl.shape[i] != 1 && a->dl.strides[i] != b->dl.strides[i]) return false;
   return true;
@@ -516,14 +516,12 @@ static bool ranges_overlap(const dlpx_tensor *a, const dlpx_tensor *b) {
   return a0 < b1 && b0 < a1;
 }
 
-/* Copies without checks other than layout; |dst| has no self-overlap and
- * does not overlap |src|. */
-int dlpx__copy_raw(const dlpx_tensor *dst, const dlpx_tensor *src) {
-  if (dlpx_tensor_numel(dst) == 0) return 0;
+void dlpx__copy_raw(const dlpx_tensor *dst, const dlpx_tensor *src) {
+  if (dlpx_tensor_numel(dst) == 0) return;
   const int64_t ebits = dlpx__elem_bits(dst->dl.dtype, dst->flags);
   if (ebits != dlpx__elem_bits(src->dl.dtype, src->flags)) { /* packed <-> padded */
     copy_subbyte(dst, src);
-    return 0;
+    return;
   }
   if (ebits % 8 != 0) {
     if (dlpx_tensor_is_c_contiguous(dst) && dlpx_tensor_is_c_contiguous(src)) {
@@ -535,15 +533,14 @@ int dlpx__copy_raw(const dlpx_tensor *dst, const dlpx_tensor *src) {
       memcpy(d, s, (size_t)full);
       for (int64_t i = full * 8 / ebits; i < n; i++)
         write_bits(d, i * ebits, (int)ebits, read_bits(s, i * ebits, (int)ebits));
-      return 0;
+      return;
     }
     copy_subbyte(dst, src);
-    return 0;
+    return;
   }
   copy_plan p;
   build_plan(&p, dst, src);
   copy_bytes(&p);
-  return 0;
 }
 
 int dlpx_tensor_copy_into(const dlpx_tensor *dst, const dlpx_tensor *src) {
@@ -555,11 +552,10 @@ int dlpx_tensor_copy_into(const dlpx_tensor *dst, const dlpx_tensor *src) {
     if (dst->dl.shape[i] != src->dl.shape[i])
       return dlpx__fail(DLPX_ESHAPE, "shape mismatch at dimension %d: %lld vs %lld", (int)i,
                         (long long)dst->dl.shape[i], (long long)src->dl.shape[i]);
-  if (dst->dl.dtype.code != src->dl.dtype.code || dst->dl.dtype.bits != src->dl.dtype.bits ||
-      dst->dl.dtype.lanes != src->dl.dtype.lanes)
+  if (!dlpx__dtype_eq(dst->dl.dtype, src->dl.dtype))
     return dlpx__fail(DLPX_EDTYPE, "copy between different dtypes");
-  if (!host_device((int32_t)dst->dl.device.device_type) ||
-      !host_device((int32_t)src->dl.device.device_type))
+  if (!dlpx__device_host((int32_t)dst->dl.device.device_type) ||
+      !dlpx__device_host((int32_t)src->dl.device.device_type))
     return dlpx__fail(DLPX_EDEVICE, "copy needs host memory (device types %d -> %d)",
                       (int)src->dl.device.device_type, (int)dst->dl.device.device_type);
   if (dst->flags & DLPX_TENSOR_READONLY)
@@ -578,14 +574,15 @@ int dlpx_tensor_copy_into(const dlpx_tensor *dst, const dlpx_tensor *src) {
     dlpx_tensor_free(tmp);
     return 0;
   }
-  return dlpx__copy_raw(dst, src);
+  dlpx__copy_raw(dst, src);
+  return 0;
 }
 
 int dlpx_tensor_copy(const dlpx_tensor *t, char order, dlpx_tensor **out) {
   if (!t || !out) return dlpx__fail(DLPX_EINVAL, "tensor or out is NULL");
   if (order != 'C' && order != 'F')
     return dlpx__fail(DLPX_EINVAL, "order must be 'C' or 'F'");
-  if (!host_device((int32_t)t->dl.device.device_type))
+  if (!dlpx__device_host((int32_t)t->dl.device.device_type))
     return dlpx__fail(DLPX_EDEVICE, "copy needs host memory (device type %d)",
                       (int)t->dl.device.device_type);
   dlpx_tensor *c;

@@ -1,47 +1,43 @@
-/* dtype.c - DLPack data types: validation, names, sizes. */
+/* dtype.c - DLPack data types: the one table of known types, validation,
+ * names, sizes. */
 #include "config.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
-/* Names of the types whose code fixes the width (bits given). */
-typedef struct {
-  uint8_t code;
-  uint8_t bits;
-  const char *name;
-} fixed_type;
-
-static const fixed_type fixed_types[] = {
-    {kDLBfloat, 16, "bfloat16"},
-    {kDLBool, 8, "bool"},
-    {kDLFloat8_e3m4, 8, "float8_e3m4"},
-    {kDLFloat8_e4m3, 8, "float8_e4m3"},
-    {kDLFloat8_e4m3b11fnuz, 8, "float8_e4m3b11fnuz"},
-    {kDLFloat8_e4m3fn, 8, "float8_e4m3fn"},
-    {kDLFloat8_e4m3fnuz, 8, "float8_e4m3fnuz"},
-    {kDLFloat8_e5m2, 8, "float8_e5m2"},
-    {kDLFloat8_e5m2fnuz, 8, "float8_e5m2fnuz"},
-    {kDLFloat8_e8m0fnu, 8, "float8_e8m0fnu"},
-    {kDLFloat6_e2m3fn, 6, "float6_e2m3fn"},
-    {kDLFloat6_e3m2fn, 6, "float6_e3m2fn"},
-    {kDLFloat4_e2m1fn, 4, "float4_e2m1fn"},
-};
-
-/* Families with several widths: the name is prefix + bits. */
-typedef struct {
-  uint8_t code;
-  const char *prefix;
-  uint8_t widths[4];
-} family_type;
-
-static const family_type families[] = {
-    {kDLInt, "int", {8, 16, 32, 64}},
-    {kDLUInt, "uint", {8, 16, 32, 64}},
-    {kDLFloat, "float", {16, 32, 64, 0}},
-    {kDLComplex, "complex", {32, 64, 128, 0}},
+/* Every element type dlpx knows, in DLPack code order, then by width.  The
+ * Python layer reads this table (dlpx_dtype_table) instead of keeping its
+ * own list. */
+static const dlpx_dtype_info dtypes[] = {
+    {{kDLInt, 8, 1}, "int8"},
+    {{kDLInt, 16, 1}, "int16"},
+    {{kDLInt, 32, 1}, "int32"},
+    {{kDLInt, 64, 1}, "int64"},
+    {{kDLUInt, 8, 1}, "uint8"},
+    {{kDLUInt, 16, 1}, "uint16"},
+    {{kDLUInt, 32, 1}, "uint32"},
+    {{kDLUInt, 64, 1}, "uint64"},
+    {{kDLFloat, 16, 1}, "float16"},
+    {{kDLFloat, 32, 1}, "float32"},
+    {{kDLFloat, 64, 1}, "float64"},
+    {{kDLBfloat, 16, 1}, "bfloat16"},
+    {{kDLComplex, 32, 1}, "complex32"},
+    {{kDLComplex, 64, 1}, "complex64"},
+    {{kDLComplex, 128, 1}, "complex128"},
+    {{kDLBool, 8, 1}, "bool"},
+    {{kDLFloat8_e3m4, 8, 1}, "float8_e3m4"},
+    {{kDLFloat8_e4m3, 8, 1}, "float8_e4m3"},
+    {{kDLFloat8_e4m3b11fnuz, 8, 1}, "float8_e4m3b11fnuz"},
+    {{kDLFloat8_e4m3fn, 8, 1}, "float8_e4m3fn"},
+    {{kDLFloat8_e4m3fnuz, 8, 1}, "float8_e4m3fnuz"},
+    {{kDLFloat8_e5m2, 8, 1}, "float8_e5m2"},
+    {{kDLFloat8_e5m2fnuz, 8, 1}, "float8_e5m2fnuz"},
+    {{kDLFloat8_e8m0fnu, 8, 1}, "float8_e8m0fnu"},
+    {{kDLFloat6_e2m3fn, 6, 1}, "float6_e2m3fn"},
+    {{kDLFloat6_e3m2fn, 6, 1}, "float6_e3m2fn"},
+    {{kDLFloat4_e2m1fn, 4, 1}, "float4_e2m1fn"},
 };
 
 typedef struct {
@@ -55,23 +51,35 @@ static const alias_type aliases[] = {
     {"cdouble", {kDLComplex, 128, 1}},
 };
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+const dlpx_dtype_info *dlpx_dtype_table(size_t *count) {
+  if (count) *count = DLPX__COUNT(dtypes);
+  return dtypes;
+}
+
+static const dlpx_dtype_info *find(uint8_t code, uint8_t bits) {
+  for (size_t i = 0; i < DLPX__COUNT(dtypes); i++)
+    if (dtypes[i].dtype.code == code && dtypes[i].dtype.bits == bits) return &dtypes[i];
+  return NULL;
+}
 
 int dlpx_dtype_check(DLDataType dtype) {
   if (dtype.lanes == 0) return dlpx__fail(DLPX_EDTYPE, "dtype lanes is 0");
-  for (size_t i = 0; i < COUNT(fixed_types); i++) {
-    if (fixed_types[i].code != dtype.code) continue;
-    if (fixed_types[i].bits != dtype.bits)
-      return dlpx__fail(DLPX_EDTYPE, "dtype %s must have %u bits, not %u", fixed_types[i].name,
-                        (unsigned)fixed_types[i].bits, (unsigned)dtype.bits);
-    return 0;
-  }
-  for (size_t i = 0; i < COUNT(families); i++) {
-    if (families[i].code != dtype.code) continue;
-    for (size_t j = 0; j < 4; j++)
-      if (families[i].widths[j] != 0 && families[i].widths[j] == dtype.bits) return 0;
-    return dlpx__fail(DLPX_EDTYPE, "dtype code %u (%s) has no %u-bit type", (unsigned)dtype.code,
-                      families[i].prefix, (unsigned)dtype.bits);
+  if (find(dtype.code, dtype.bits)) return 0;
+  const dlpx_dtype_info *first = NULL;
+  size_t widths = 0;
+  for (size_t i = 0; i < DLPX__COUNT(dtypes); i++)
+    if (dtypes[i].dtype.code == dtype.code) {
+      if (!first) first = &dtypes[i];
+      widths++;
+    }
+  if (widths == 1)
+    return dlpx__fail(DLPX_EDTYPE, "dtype %s must have %u bits, not %u", first->name,
+                      (unsigned)first->dtype.bits, (unsigned)dtype.bits);
+  if (widths > 1) {
+    /* a family: the name without its width ("int8" -> "int") */
+    size_t n = strcspn(first->name, "0123456789");
+    return dlpx__fail(DLPX_EDTYPE, "dtype code %u (%.*s) has no %u-bit type",
+                      (unsigned)dtype.code, (int)n, first->name, (unsigned)dtype.bits);
   }
   if (dtype.code == kDLOpaqueHandle)
     return dlpx__fail(DLPX_EDTYPE, "dtype code 3 (opaque handle) is not supported");
@@ -110,13 +118,8 @@ int dlpx_dtype_format(DLDataType dtype, char *buf, size_t size) {
   buf[0] = '\0';
   int rc = dlpx_dtype_check(dtype);
   if (rc) return rc;
-  char base[DLPX_DTYPE_NAME_MAX];
-  base[0] = '\0';
-  for (size_t i = 0; i < COUNT(fixed_types); i++)
-    if (fixed_types[i].code == dtype.code) snprintf(base, sizeof base, "%s", fixed_types[i].name);
-  for (size_t i = 0; i < COUNT(families); i++)
-    if (families[i].code == dtype.code)
-      snprintf(base, sizeof base, "%s%u", families[i].prefix, (unsigned)dtype.bits);
+  const dlpx_dtype_info *info = find(dtype.code, dtype.bits); /* checked above */
+  const char *base = info ? info->name : "?";
   int n = dtype.lanes == 1 ? snprintf(buf, size, "%s", base)
                            : snprintf(buf, size, "%sx%u", base, (unsigned)dtype.lanes);
   if (n < 0 || (size_t)n >= size) {
@@ -126,7 +129,8 @@ int dlpx_dtype_format(DLDataType dtype, char *buf, size_t size) {
   return 0;
 }
 
-/* Parses a decimal in [1, max]; returns 0 on failure. */
+/* Parses a decimal in [1, max] without a leading zero; returns 0 on
+ * failure. */
 static unsigned long parse_count(const char *s, unsigned long max) {
   if (*s < '1' || *s > '9') return 0;
   unsigned long v = 0;
@@ -139,29 +143,16 @@ static unsigned long parse_count(const char *s, unsigned long max) {
 }
 
 static int parse_base(const char *name, DLDataType *out) {
-  for (size_t i = 0; i < COUNT(fixed_types); i++)
-    if (strcmp(name, fixed_types[i].name) == 0) {
-      *out = (DLDataType){fixed_types[i].code, fixed_types[i].bits, 1};
+  for (size_t i = 0; i < DLPX__COUNT(dtypes); i++)
+    if (strcmp(name, dtypes[i].name) == 0) {
+      *out = dtypes[i].dtype;
       return 0;
     }
-  for (size_t i = 0; i < COUNT(aliases); i++)
+  for (size_t i = 0; i < DLPX__COUNT(aliases); i++)
     if (strcmp(name, aliases[i].alias) == 0) {
       *out = aliases[i].dtype;
       return 0;
     }
-  /* Longest prefix first: "uint" before "int". */
-  static const int order[] = {1, 0, 3, 2};
-  for (size_t k = 0; k < 4; k++) {
-    const family_type *f = &families[order[k]];
-    size_t n = strlen(f->prefix);
-    if (strncmp(name, f->prefix, n) != 0) continue;
-    unsigned long bits = parse_count(name + n, 255);
-    for (size_t j = 0; bits && j < 4; j++)
-      if (f->widths[j] == bits) {
-        *out = (DLDataType){f->code, (uint8_t)bits, 1};
-        return 0;
-      }
-  }
   return -1;
 }
 
@@ -188,32 +179,4 @@ int dlpx_dtype_parse(const char *name, DLDataType *out) {
     }
   }
   return dlpx__fail(DLPX_EDTYPE, "unknown dtype name '%s'", name);
-}
-
-/* ---- devices ---- */
-
-bool dlpx__device_type_known(int32_t type) {
-  return (type >= kDLCPU && type <= kDLOpenCL) || (type >= kDLVulkan && type <= kDLTrn);
-}
-
-bool dlpx__device_addressable(int32_t type) {
-  switch (type) {
-    case kDLCPU:
-    case kDLCUDA:
-    case kDLCUDAHost:
-    case kDLCUDAManaged:
-    case kDLROCM:
-    case kDLROCMHost:
-      return true;
-    default:
-      return false;
-  }
-}
-
-int dlpx__device_check(DLDevice device) {
-  if (!dlpx__device_type_known((int32_t)device.device_type))
-    return dlpx__fail(DLPX_EDEVICE, "unknown device type %d", (int)device.device_type);
-  if (device.device_id < 0)
-    return dlpx__fail(DLPX_EDEVICE, "negative device id %d", (int)device.device_id);
-  return 0;
 }

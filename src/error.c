@@ -1,12 +1,12 @@
-/* error.c - error codes, names and the per-thread detail message. */
+/* error.c - the error list (DLPX_ERROR_MAP) and the per-thread detail
+ * message. */
 #include "config.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "internal.h"
-
-#define DLPX__MSG_MAX 512
 
 static _Thread_local char last_message[DLPX__MSG_MAX];
 static _Thread_local int last_code;
@@ -20,50 +20,50 @@ int dlpx__fail(int code, const char *fmt, ...) {
   return code;
 }
 
+/* Both copy the message up to its NUL only: these run around every
+ * foreign deleter, and messages are short. */
+void dlpx__error_save(dlpx__error_state *saved) {
+  saved->code = last_code;
+  size_t n = strnlen(last_message, sizeof last_message - 1);
+  memcpy(saved->message, last_message, n);
+  saved->message[n] = '\0';
+}
+
+void dlpx__error_restore(const dlpx__error_state *saved) {
+  last_code = saved->code;
+  size_t n = strnlen(saved->message, sizeof saved->message - 1);
+  memcpy(last_message, saved->message, n);
+  last_message[n] = '\0';
+}
+
 const char *dlpx_last_error(void) { return last_message; }
 
 int dlpx_last_error_code(void) { return last_code; }
 
-typedef struct {
-  int code;
-  const char *name;
-  const char *text;
-} err_entry;
+#define ERROR_ENTRY(name, value, message, exception, dlpack_exception) \
+  {DLPX_##name, "DLPX_" #name, message, #exception, #dlpack_exception},
 
-static const err_entry errors[] = {
-    {DLPX_OK, "DLPX_OK", "success"},
-    {DLPX_EINVAL, "DLPX_EINVAL", "invalid argument"},
-    {DLPX_ENOMEM, "DLPX_ENOMEM", "out of memory"},
-    {DLPX_EOVERFLOW, "DLPX_EOVERFLOW", "size or offset overflows 64 bits"},
-    {DLPX_EDTYPE, "DLPX_EDTYPE", "unknown or unsupported data type"},
-    {DLPX_ESHAPE, "DLPX_ESHAPE", "bad shape or number of dimensions"},
-    {DLPX_EINDEX, "DLPX_EINDEX", "index or axis out of range"},
-    {DLPX_EDEVICE, "DLPX_EDEVICE", "unsupported or unknown device"},
-    {DLPX_EVERSION, "DLPX_EVERSION", "unsupported DLPack version"},
-    {DLPX_EREADONLY, "DLPX_EREADONLY", "data is read-only"},
-    {DLPX_ELAYOUT, "DLPX_ELAYOUT", "memory layout does not allow this without a copy"},
-    {DLPX_EBOUNDS, "DLPX_EBOUNDS", "view reaches outside its storage"},
-    {DLPX_ENOTSUP, "DLPX_ENOTSUP", "operation not supported"},
-    {DLPX_EPYTHON, "DLPX_EPYTHON", "Python bridge not available"},
-    {DLPX_ESTATE, "DLPX_ESTATE", "object is in the wrong state"},
-};
+static const dlpx_error_info errors[] = {DLPX_ERROR_MAP(ERROR_ENTRY)};
 
-static const err_entry *find(int code) {
-  for (size_t i = 0; i < sizeof errors / sizeof errors[0]; i++)
+const dlpx_error_info *dlpx_error_table(size_t *count) {
+  if (count) *count = DLPX__COUNT(errors);
+  return errors;
+}
+
+static const dlpx_error_info *find(int code) {
+  for (size_t i = 0; i < DLPX__COUNT(errors); i++)
     if (errors[i].code == code) return &errors[i];
   return NULL;
 }
 
 const char *dlpx_strerror(int code) {
-  const err_entry *e = find(code);
-  return e ? e->text : "unknown error";
+  if (code == DLPX_OK) return "success";
+  const dlpx_error_info *e = find(code);
+  return e ? e->message : "unknown error";
 }
 
 const char *dlpx_error_name(int code) {
-  const err_entry *e = find(code);
+  if (code == DLPX_OK) return "DLPX_OK";
+  const dlpx_error_info *e = find(code);
   return e ? e->name : "DLPX_E?";
 }
-
-int dlpx_version_number(void) { return DLPX_VERSION_NUMBER; }
-
-const char *dlpx_version_string(void) { return DLPX_VERSION_STRING; }

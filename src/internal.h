@@ -22,13 +22,26 @@
 #define DLPX__PRINTF(a, b)
 #endif
 
-/* ---- errors (error.c) ---- */
+#define DLPX__COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- errors (error.c) ------------------------------------------------------ */
 
 /* Records |code| and a formatted detail message for this thread; returns
  * code so callers can write `return dlpx__fail(DLPX_EINVAL, "...")`. */
 int dlpx__fail(int code, const char *fmt, ...) DLPX__PRINTF(2, 3);
 
-/* ---- counters (storage.c) ---- */
+/* The last error of this thread, saved and put back around code that may
+ * call dlpx and fail (a foreign deleter): the caller's error survives it. */
+#define DLPX__MSG_MAX 512
+typedef struct {
+  int code;
+  char message[DLPX__MSG_MAX];
+} dlpx__error_state;
+
+void dlpx__error_save(dlpx__error_state *saved);
+void dlpx__error_restore(const dlpx__error_state *saved);
+
+/* ---- counters (stats.c) ---------------------------------------------------- */
 
 typedef struct {
   atomic_llong storages_live;
@@ -45,7 +58,22 @@ static inline void dlpx__count(atomic_llong *c, long long d) {
   atomic_fetch_add_explicit(c, d, memory_order_relaxed);
 }
 
-/* ---- dtypes (dtype.c) ---- */
+/* ---- checked arithmetic ---------------------------------------------------- */
+
+static inline bool dlpx__mul_overflow(int64_t a, int64_t b, int64_t *r) {
+  return __builtin_mul_overflow(a, b, r);
+}
+static inline bool dlpx__add_overflow(int64_t a, int64_t b, int64_t *r) {
+  return __builtin_add_overflow(a, b, r);
+}
+/* a * b, or INT64_MAX (with the sign of the product) when it overflows. */
+static inline int64_t dlpx__mul_sat(int64_t a, int64_t b) {
+  int64_t r;
+  if (!__builtin_mul_overflow(a, b, &r)) return r;
+  return ((a < 0) != (b < 0)) ? -INT64_MAX : INT64_MAX;
+}
+
+/* ---- dtypes (dtype.c) ------------------------------------------------------ */
 
 /* Checks a dtype for use as a tensor element type: known, lanes == 1. */
 int dlpx__dtype_check_element(DLDataType dtype);
@@ -58,34 +86,99 @@ static inline int64_t dlpx__elem_bits(DLDataType dtype, uint32_t tflags) {
   return b;
 }
 
-/* ---- devices ---- */
+static inline bool dlpx__dtype_eq(DLDataType a, DLDataType b) {
+  return a.code == b.code && a.bits == b.bits && a.lanes == b.lanes;
+}
 
-/* True for known DLDeviceType values. */
-bool dlpx__device_type_known(int32_t type);
+/* ---- devices (device.c) ---------------------------------------------------- */
+
 /* True when data pointers of this device are plain addresses, so a byte
  * offset may be folded into the pointer. */
 bool dlpx__device_addressable(int32_t type);
-int dlpx__device_check(DLDevice device);
+/* True when the CPU reads and writes the device's memory directly. */
+bool dlpx__device_host(int32_t type);
 
-/* ---- storage (storage.c) ---- */
+/* ---- storage (storage.c) ----------------------------------------------------
+ *
+ * A storage kind is a table of operations.  storage.c knows none of the
+ * kinds: each kind's file defines its table and a constructor, and puts the
+ * state it needs in the storage's payload (allocated with the storage). */
+
+typedef struct dlpx__storage_ops {
+  int32_t kind;     /* dlpx_storage_kind reported by dlpx_storage_kind_of */
+  const char *name; /* for messages */
+  /* Runs the release action when the last reference goes (the storage
+   * itself is freed afterwards by storage.c).  Never NULL. */
+  void (*release)(dlpx_storage *storage);
+} dlpx__storage_ops;
 
 struct dlpx_storage {
   atomic_llong refcount;
-  int32_t kind;     /* dlpx_storage_kind */
+  const dlpx__storage_ops *ops;
   DLDevice device;
-  void *data;       /* base address (or handle) */
+  void *data; /* base address (or handle) */
   size_t nbytes;
-  void *alloc;      /* OWNED: the block to free */
-  dlpx_release_fn release; /* BORROWED */
-  void *ctx;        /* BORROWED: release context; FOREIGN*: managed tensor */
+  max_align_t payload[]; /* the kind's state */
 };
 
-/* Creates a storage whose release calls a foreign managed tensor's deleter.
+/* Allocates a storage of |ops| with |payload_size| bytes of payload and one
+ * reference.  Returns NULL (with DLPX_ENOMEM recorded) on failure. */
+dlpx_storage *dlpx__storage_new(const dlpx__storage_ops *ops, size_t payload_size, void *data,
+                                size_t nbytes, DLDevice device);
+
+/* Frees a storage whose release action must not run: nothing was taken
+ * over yet (the constructor's caller keeps ownership).  The caller must hold
+ * the only reference. */
+void dlpx__storage_discard(dlpx_storage *storage);
+
+static inline void *dlpx__storage_payload(dlpx_storage *s) { return s->payload; }
+
+/* Sets the release action of a borrowed storage (storage_host.c), for
+ * dlpx_tensor_wrap: its storage spans the bytes a view touches, whose
+ * lowest address may lie below the data pointer the owner gave; the
+ * callback still gets that pointer, |release_data|. */
+void dlpx__storage_set_release(dlpx_storage *s, dlpx_release_fn release, void *release_data,
+                               void *ctx);
+
+/* ---- foreign managed tensors (managed.c) ---------------------------------- */
+
+/* Runs the deleter of a versioned or legacy managed tensor (if it has one)
+ * and counts it, keeping this thread's last error intact. */
+void dlpx__run_deleter(void *managed, bool versioned);
+
+/* Creates a storage whose release runs a foreign managed tensor's deleter.
  * Takes ownership of |managed| only on success. */
 int dlpx__storage_foreign(void *managed, bool versioned, void *data, size_t nbytes,
                           DLDevice device, dlpx_storage **out);
 
-/* ---- tensor (tensor.c) ---- */
+/* ---- layout arithmetic (layout.c) ------------------------------------------ */
+
+int dlpx__check_ndim(int32_t ndim);
+/* ndim in range, shape non-NULL when ndim > 0, no negative extent. */
+int dlpx__check_shape(int32_t ndim, const int64_t *shape);
+
+/* Product of the shape with overflow check (0 as soon as an extent is 0);
+ * returns 0 or DLPX_EOVERFLOW. */
+int dlpx__numel(int32_t ndim, const int64_t *shape, int64_t *out);
+
+/* C- and F-contiguous strides.  The products saturate at INT64_MAX: that
+ * only happens for shapes without elements (callers check numel first),
+ * where strides are never used to address memory. */
+void dlpx__c_strides(int32_t ndim, const int64_t *shape, int64_t *strides);
+void dlpx__f_strides(int32_t ndim, const int64_t *shape, int64_t *strides);
+
+/* Computes the byte extent [lo, hi) touched by a view, relative to element
+ * 0, for elements of |elem_bits| bits.  Returns 0 or DLPX_EOVERFLOW. */
+int dlpx__extent(int32_t ndim, const int64_t *shape, const int64_t *strides, int64_t elem_bits,
+                 int64_t *lo, int64_t *hi);
+
+/* 1 if the layout is C- (|c_order|) or F-contiguous. */
+int dlpx__contiguous(int32_t ndim, const int64_t *shape, const int64_t *strides, bool c_order);
+
+/* ---- tensor (tensor.c, tensor_create.c, tensor_view.c) --------------------- */
+
+#define DLPX__TENSOR_FLAGS \
+  (DLPX_TENSOR_READONLY | DLPX_TENSOR_SUBBYTE_PADDED | DLPX_TENSOR_LEGACY_READONLY)
 
 struct dlpx_tensor {
   DLTensor dl;          /* data = storage base; byte_offset = offset of element 0 */
@@ -94,34 +187,21 @@ struct dlpx_tensor {
   int64_t dims[];       /* shape[ndim] then strides[ndim] */
 };
 
+/* Checks a mask of tensor flags given at creation; returns 0 or DLPX_EINVAL. */
+int dlpx__check_tensor_flags(uint32_t flags);
+
 /* Allocates a tensor handle with room for ndim dims; shape/strides point
- * into it; takes a new reference to |storage|. */
+ * into it; takes a new reference to |storage|.  NULL when out of memory. */
 dlpx_tensor *dlpx__tensor_alloc(dlpx_storage *storage, int32_t ndim);
-
-/* Computes the byte extent [lo, hi) touched by a view, relative to element
- * 0, for elements of |elem_bits| bits.  Returns 0 or DLPX_EOVERFLOW. */
-int dlpx__extent(int32_t ndim, const int64_t *shape, const int64_t *strides, int64_t elem_bits,
-                 int64_t *lo, int64_t *hi);
-
-/* Product of the shape with overflow check; returns 0 or DLPX_EOVERFLOW. */
-int dlpx__numel(int32_t ndim, const int64_t *shape, int64_t *out);
-
-/* Fills C-contiguous strides. */
-void dlpx__c_strides(int32_t ndim, const int64_t *shape, int64_t *strides);
 
 /* Creates a contiguous host tensor in new owned storage. */
 int dlpx__tensor_new_owned(DLDataType dtype, int32_t ndim, const int64_t *shape, char order,
                            uint32_t flags, bool zero, dlpx_tensor **out);
 
-/* ---- copy (copy.c) ---- */
-int dlpx__copy_raw(const dlpx_tensor *dst, const dlpx_tensor *src);
+/* ---- copy (copy.c) --------------------------------------------------------- */
 
-/* ---- checked arithmetic ---- */
-static inline bool dlpx__mul_overflow(int64_t a, int64_t b, int64_t *r) {
-  return __builtin_mul_overflow(a, b, r);
-}
-static inline bool dlpx__add_overflow(int64_t a, int64_t b, int64_t *r) {
-  return __builtin_add_overflow(a, b, r);
-}
+/* Copies between views already checked: equal shapes and dtypes, |dst| with
+ * no self-overlap and not overlapping |src|. */
+void dlpx__copy_raw(const dlpx_tensor *dst, const dlpx_tensor *src);
 
 #endif /* DLPX_INTERNAL_H */

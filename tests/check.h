@@ -1,5 +1,7 @@
 /* check.h - tiny test harness for the C tests: asserts that print both
- * operands, one TAP line per test, exit status 0 when all pass. */
+ * operands, one TAP line per test case ("ok 3 - name", "not ok", or
+ * "ok 4 - name # SKIP reason"), read by automake's TAP driver; exit status
+ * 0 when all pass. */
 #ifndef DLPX_TESTS_CHECK_H
 #define DLPX_TESTS_CHECK_H
 
@@ -10,7 +12,10 @@
 
 #include <dlpx/dlpx.h>
 
+#include "fixtures.h"
+
 static int check__failed;    /* failures in the current test */
+static const char *check__skip; /* reason, when the current test skipped */
 static int check__total_failed;
 static int check__count;
 
@@ -105,14 +110,25 @@ static inline void check_live_begin(check_live *l) { dlpx_stats_get(&l->before);
     ASSERT_EQ(now_.exports_live, (l)->before.exports_live);                         \
   } while (0)
 
-#define RUN(fn)                                                        \
-  do {                                                                 \
-    check__failed = 0;                                                 \
-    fn();                                                              \
-    check__count++;                                                    \
-    if (check__failed) check__total_failed++;                          \
-    printf("%s %d - %s\n", check__failed ? "not ok" : "ok", check__count, #fn); \
-    fflush(stdout);                                                    \
+/* Ends the current test as skipped, with |reason| (a string literal). */
+#define SKIP(reason)        \
+  do {                      \
+    check__skip = (reason); \
+    return;                 \
+  } while (0)
+
+#define RUN(fn)                                                                   \
+  do {                                                                            \
+    check__failed = 0;                                                            \
+    check__skip = NULL;                                                           \
+    fn();                                                                         \
+    check__count++;                                                               \
+    if (check__failed) check__total_failed++;                                     \
+    if (check__skip && !check__failed)                                            \
+      printf("ok %d - %s # SKIP %s\n", check__count, #fn, check__skip);           \
+    else                                                                          \
+      printf("%s %d - %s\n", check__failed ? "not ok" : "ok", check__count, #fn); \
+    fflush(stdout);                                                               \
   } while (0)
 
 #define CHECK_DONE()                                                            \
@@ -122,15 +138,6 @@ static inline void check_live_begin(check_live *l) { dlpx_stats_get(&l->before);
       fprintf(stderr, "# %d of %d tests failed\n", check__total_failed, check__count); \
     return check__total_failed ? 1 : 0;                                         \
   } while (0)
-
-static inline DLDataType dt(const char *name) {
-  DLDataType d = {0, 0, 0};
-  if (dlpx_dtype_parse(name, &d) != 0) {
-    fprintf(stderr, "# bad dtype name in test: %s\n", name);
-    exit(2);
-  }
-  return d;
-}
 
 /* A deterministic generator (splitmix64) for randomized tests. */
 typedef struct {

@@ -1,14 +1,14 @@
 #!/bin/sh
 # check_symbols.sh - libdlpx.so exports exactly the functions its public
-# header declares: every dynamic symbol starts with dlpx_ (not dlpx__), and
-# every DLPX_API function in dlpx.h is exported.
+# headers declare: every dynamic symbol starts with dlpx_ (not dlpx__), and
+# every DLPX_API function of include/dlpx/*.h is exported.
 set -eu
 lib="${top_builddir:-.}/src/.libs/libdlpx.so"
-hdr="${top_srcdir:-.}/include/dlpx/dlpx.h"
+hdrs="${top_srcdir:-.}/include/dlpx"
 NM="${NM:-nm}"
 [ -f "$lib" ] || { echo "not ok 1 - $lib not built"; exit 1; }
 exported=$($NM -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {print $3}' | sort)
-declared=$(sed -n 's/^DLPX_API .*[ *]\(dlpx_[a-z0-9_]*\)(.*/\1/p' "$hdr" | sort -u)
+declared=$(cat "$hdrs"/*.h | sed -n 's/^DLPX_API .*[ *]\(dlpx_[a-z0-9_]*\)(.*/\1/p' | sort -u)
 fail=0
 echo "1..3"
 bad=$(printf '%s\n' "$exported" | grep -v '^dlpx_[a-z]' || true)

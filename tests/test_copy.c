@@ -295,6 +295,38 @@ static void test_packed_padded_round_trip(void) {
   ASSERT_NO_LEAKS(&l);
 }
 
+/* Defect: copy_ between a packed and a padded sub-byte view that start at
+ * the same address did nothing (the "same view" shortcut ignored element
+ * width). */
+static void test_packed_to_padded_at_the_same_address(void) {
+  check_live l;
+  check_live_begin(&l);
+  dlpx_storage *s = NULL;
+  ASSERT_OK(dlpx_storage_alloc(8, 0, 1, &s));
+  unsigned char *b = dlpx_storage_data(s);
+  int64_t shape[] = {4};
+  dlpx_tensor *packed = NULL, *padded = NULL;
+  ASSERT_OK(dlpx_tensor_from_storage(s, dt("float4_e2m1fn"), 1, shape, NULL, 0, 0, &packed));
+  ASSERT_OK(dlpx_tensor_from_storage(s, dt("float4_e2m1fn"), 1, shape, NULL, 0,
+                                     DLPX_TENSOR_SUBBYTE_PADDED, &padded));
+  b[0] = 0x21; /* elements 1, 2 */
+  b[1] = 0x43; /* elements 3, 4 */
+  ASSERT_OK(dlpx_tensor_copy_into(padded, packed));
+  ASSERT_EQ(b[0], 1);
+  ASSERT_EQ(b[1], 2);
+  ASSERT_EQ(b[2], 3);
+  ASSERT_EQ(b[3], 4);
+  /* and back: padded bytes 5, 6, 7, 8 packed into the first two bytes */
+  b[0] = 5; b[1] = 6; b[2] = 7; b[3] = 8;
+  ASSERT_OK(dlpx_tensor_copy_into(packed, padded));
+  ASSERT_EQ(b[0], 0x65);
+  ASSERT_EQ(b[1], 0x87);
+  dlpx_tensor_free(packed);
+  dlpx_tensor_free(padded);
+  dlpx_storage_release(s);
+  ASSERT_NO_LEAKS(&l);
+}
+
 int main(void) {
   RUN(test_contiguous_copy);
   RUN(test_transpose_copy);
@@ -307,5 +339,6 @@ int main(void) {
   RUN(test_contiguous_shares_when_possible);
   RUN(test_subbyte_copy_keeps_neighbours);
   RUN(test_packed_padded_round_trip);
+  RUN(test_packed_to_padded_at_the_same_address);
   CHECK_DONE();
 }

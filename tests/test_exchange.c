@@ -3,21 +3,12 @@
 #include "config.h"
 
 #include "check.h"
-#include "fake_managed.h"
-
-static dlpx_tensor *arange_f32(int32_t ndim, const int64_t *shape) {
-  dlpx_tensor *t = NULL;
-  if (dlpx_tensor_empty(dt("float32"), ndim, shape, &t) != 0) return NULL;
-  float *p = dlpx_tensor_data(t);
-  for (int64_t i = 0; i < dlpx_tensor_numel(t); i++) p[i] = (float)i;
-  return t;
-}
 
 static void test_export_versioned(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {3, 4};
-  dlpx_tensor *t = arange_f32(2, shape), *v = NULL;
+  dlpx_tensor *t = fixture_arange_f32(2, shape), *v = NULL;
   ASSERT_OK(dlpx_tensor_slice(t, 0, 1, DLPX_NONE, 1, &v)); /* byte offset 16 */
   DLManagedTensorVersioned *m = NULL;
   ASSERT_OK(dlpx_tensor_export(v, 0, &m));
@@ -58,7 +49,7 @@ static void test_export_0d_strides_and_unit_dims(void) {
   /* (4,1) transposed to (1,4) has strides (1,1): the unit dim gets the
    * contiguous stride 4. */
   int64_t shape[] = {4, 1};
-  t = arange_f32(2, shape);
+  t = fixture_arange_f32(2, shape);
   ASSERT_OK(dlpx_tensor_transpose(t, &v));
   ASSERT_OK(dlpx_tensor_export(v, 0, &m));
   ASSERT_EQ(m->dl_tensor.strides[0], 4);
@@ -73,7 +64,7 @@ static void test_export_readonly_and_copy(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {2, 3};
-  dlpx_tensor *t = arange_f32(2, shape), *r = NULL, *tr = NULL;
+  dlpx_tensor *t = fixture_arange_f32(2, shape), *r = NULL, *tr = NULL;
   ASSERT_OK(dlpx_tensor_with_flags(t, DLPX_TENSOR_READONLY, &r));
   DLManagedTensorVersioned *m = NULL;
   ASSERT_OK(dlpx_tensor_export(r, 0, &m));
@@ -110,7 +101,7 @@ static void test_export_many_at_once(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {8};
-  dlpx_tensor *t = arange_f32(1, shape);
+  dlpx_tensor *t = fixture_arange_f32(1, shape);
   DLManagedTensorVersioned *m[16];
   DLManagedTensor *lm[16];
   for (int i = 0; i < 16; i++) {
@@ -470,7 +461,7 @@ static void test_round_trip_dlpx_to_dlpx(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {3, 5};
-  dlpx_tensor *t = arange_f32(2, shape), *v = NULL, *back = NULL;
+  dlpx_tensor *t = fixture_arange_f32(2, shape), *v = NULL, *back = NULL;
   ASSERT_OK(dlpx_tensor_slice(t, 1, DLPX_NONE, DLPX_NONE, -2, &v));
   DLManagedTensorVersioned *m = NULL;
   ASSERT_OK(dlpx_tensor_export(v, 0, &m));
@@ -483,6 +474,105 @@ static void test_round_trip_dlpx_to_dlpx(void) {
   /* back keeps everything alive through the export it owns */
   ASSERT_TRUE(((float *)dlpx_tensor_data(back))[0] == 4.0f);
   dlpx_tensor_free(back);
+  ASSERT_NO_LEAKS(&l);
+}
+
+/* Defect: when a foreign tensor was refused, the producer's deleter ran
+ * before the error message was read, and a deleter that calls dlpx
+ * overwrote it. */
+static void chatty_deleter(DLManagedTensorVersioned *self) {
+  DLDataType d;
+  (void)dlpx_dtype_parse("no such dtype", &d); /* fails: sets the last error */
+  fake_versioned_deleter(self);
+}
+
+static void chatty_legacy_deleter(DLManagedTensor *self) {
+  DLDataType d;
+  (void)dlpx_dtype_parse("no such dtype", &d);
+  fake_legacy *f = self->manager_ctx;
+  free(f->buffer);
+  free(f);
+  atomic_fetch_add(&fake_deleted, 1);
+}
+
+static void test_refusal_message_survives_the_deleter(void) {
+  check_live l;
+  check_live_begin(&l);
+  int64_t shape[] = {2, 3};
+  dlpx_tensor *t = NULL;
+  atomic_store(&fake_deleted, 0);
+  fake_versioned *f = fake_new(2, shape);
+  f->mt.deleter = chatty_deleter;
+  f->shape[1] = -3;
+  ASSERT_RC(DLPX_ESHAPE, dlpx_tensor_import(&f->mt, 0, &t));
+  ASSERT_EQ(atomic_load(&fake_deleted), 1);
+  ASSERT_EQ(dlpx_last_error_code(), DLPX_ESHAPE);
+  ASSERT_MSG("shape[1] is negative");
+  fake_legacy *g = fake_legacy_new(2, shape);
+  g->mt.deleter = chatty_legacy_deleter;
+  g->mt.dl_tensor.dtype.code = 42;
+  ASSERT_RC(DLPX_EDTYPE, dlpx_tensor_import_legacy(&g->mt, 0, &t));
+  ASSERT_EQ(atomic_load(&fake_deleted), 2);
+  ASSERT_EQ(dlpx_last_error_code(), DLPX_EDTYPE);
+  ASSERT_MSG("unknown dtype code 42");
+  /* an unsupported major version: only the deleter may be touched */
+  f = fake_new(2, shape);
+  f->mt.deleter = chatty_deleter;
+  f->mt.version.major = 7;
+  ASSERT_RC(DLPX_EVERSION, dlpx_tensor_import(&f->mt, 0, &t));
+  ASSERT_MSG("major version 7");
+  ASSERT_NO_LEAKS(&l);
+}
+
+/* Defect: a tensor imported from a legacy capsule is read-only (the
+ * capsule cannot say), and read-only tensors were refused to legacy
+ * consumers, so zero-copy round trips through legacy-only peers failed.
+ * Read-only "because the capsule could not say" may go back out as legacy;
+ * read-only on purpose may not. */
+static void test_legacy_readonly_goes_back_out_as_legacy(void) {
+  check_live l;
+  check_live_begin(&l);
+  int64_t shape[] = {2, 3};
+  fake_legacy *g = fake_legacy_new(2, shape);
+  void *data = g->mt.dl_tensor.data;
+  dlpx_tensor *t = NULL, *v = NULL, *ro = NULL;
+  ASSERT_OK(dlpx_tensor_import_legacy(&g->mt, DLPX_IMPORT_LEGACY_READONLY, &t));
+  ASSERT_TRUE(dlpx_tensor_is_readonly(t));
+  ASSERT_EQ(dlpx_tensor_flags(t), DLPX_TENSOR_READONLY | DLPX_TENSOR_LEGACY_READONLY);
+  /* views keep the mark; a legacy export aliases the same memory */
+  ASSERT_OK(dlpx_tensor_slice(t, 1, 1, DLPX_NONE, 1, &v));
+  DLManagedTensor *ml = NULL;
+  ASSERT_OK(dlpx_tensor_export_legacy(v, 0, &ml));
+  ASSERT_PTR_EQ(ml->dl_tensor.data, (float *)data + 1);
+  ml->deleter(ml);
+  /* a versioned export says read-only */
+  DLManagedTensorVersioned *m = NULL;
+  ASSERT_OK(dlpx_tensor_export(t, 0, &m));
+  ASSERT_TRUE(m->flags & DLPACK_FLAG_BITMASK_READ_ONLY);
+  m->deleter(m);
+  /* writes stay refused */
+  ASSERT_RC(DLPX_EREADONLY, dlpx_tensor_copy_into(v, v));
+  /* made read-only on purpose: no longer goes out as legacy */
+  ASSERT_OK(dlpx_tensor_with_flags(t, DLPX_TENSOR_READONLY, &ro));
+  ASSERT_EQ(dlpx_tensor_flags(ro), DLPX_TENSOR_READONLY);
+  ASSERT_RC(DLPX_EREADONLY, dlpx_tensor_export_legacy(ro, 0, &ml));
+  dlpx_tensor_free(ro);
+  dlpx_tensor_free(v);
+  dlpx_tensor_free(t);
+  /* DLPX_IMPORT_READONLY asks for read-only on purpose */
+  g = fake_legacy_new(2, shape);
+  ASSERT_OK(dlpx_tensor_import_legacy(&g->mt, DLPX_IMPORT_READONLY, &t));
+  ASSERT_EQ(dlpx_tensor_flags(t), DLPX_TENSOR_READONLY);
+  ASSERT_RC(DLPX_EREADONLY, dlpx_tensor_export_legacy(t, 0, &ml));
+  dlpx_tensor_free(t);
+  /* a versioned import ignores the legacy flag: its own flag decides */
+  fake_versioned *f = fake_new(2, shape);
+  ASSERT_OK(dlpx_tensor_import(&f->mt, DLPX_IMPORT_LEGACY_READONLY, &t));
+  ASSERT_EQ(dlpx_tensor_flags(t), 0);
+  dlpx_tensor_free(t);
+  /* the flag needs READONLY when given at creation */
+  ASSERT_RC(DLPX_EINVAL, dlpx_tensor_new(dt("float32"), 2, shape, DLPX_TENSOR_LEGACY_READONLY, 1,
+                                         &t));
   ASSERT_NO_LEAKS(&l);
 }
 
@@ -504,5 +594,7 @@ int main(void) {
   RUN(test_import_minor_versions_and_flags);
   RUN(test_subbyte_padded_round_trip);
   RUN(test_round_trip_dlpx_to_dlpx);
+  RUN(test_refusal_message_survives_the_deleter);
+  RUN(test_legacy_readonly_goes_back_out_as_legacy);
   CHECK_DONE();
 }

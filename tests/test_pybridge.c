@@ -94,10 +94,26 @@ static void f_decref(void *o) {
   pending = &exception_clobber; /* as arbitrary __del__ code might */
 }
 
+/* Two interpreters: the main one and a sub-interpreter. */
+static int interp_main, interp_sub;
+static void *current_interp = &interp_main;
+static void *f_interp_get(void) { return current_interp; }
+static void *f_interp_main(void) { return &interp_main; }
+
+/* Stands in for the GIL-held C-API functions these tests never reach. */
+static atomic_int unexpected;
+static void f_unexpected(void) { atomic_fetch_add(&unexpected, 1); }
+
 static dlpx_pyapi fake_api(void) {
   dlpx_pyapi a;
   memset(&a, 0, sizeof a);
+  /* every pointer set (registration requires it), then the ones used */
+  void (*u)(void) = f_unexpected;
+  for (char *p = (char *)&a.PyGILState_Ensure; p + sizeof u <= (char *)(&a + 1); p += sizeof u)
+    memcpy(p, &u, sizeof u);
   a.size = sizeof a;
+  a.PyInterpreterState_Get = f_interp_get;
+  a.PyInterpreterState_Main = f_interp_main;
   a.PyGILState_Ensure = f_ensure;
   a.PyGILState_Release = f_release;
   a.PyGILState_Check = f_check;
@@ -152,6 +168,12 @@ static void test_register_validation(void) {
   ASSERT_MSG("older than this library");
   a = fake_api();
   a.Py_DecRef = NULL;
+  ASSERT_RC(DLPX_EINVAL, dlpx_py_register(&a));
+  a = fake_api();
+  a.PyTuple_New = NULL; /* a GIL-held function: required as well */
+  ASSERT_RC(DLPX_EINVAL, dlpx_py_register(&a));
+  a = fake_api();
+  a.obj_None = NULL; /* and the objects */
   ASSERT_RC(DLPX_EINVAL, dlpx_py_register(&a));
   a = fake_api();
   a.Py_IsFinalizing = NULL; /* optional */
@@ -356,32 +378,58 @@ static void test_concurrent_releases_serialize_on_the_gil(void) {
   ASSERT_EQ(atomic_load(&violations), 0);
 }
 
-/* With only the required group registered, the functions that need the
- * rest refuse cleanly and take nothing they should not. */
-static void test_gil_functions_need_the_full_api(void) {
-  reset();
+/* Before any registration the GIL-held functions refuse cleanly (no
+ * Python to raise in) and take nothing they should not; runs first. */
+static void test_gil_functions_before_register(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {3};
   dlpx_tensor *t = NULL;
   ASSERT_OK(dlpx_tensor_zeros(dt("int16"), 1, shape, &t));
   fake_object obj = {1};
-  gil_take();
-  ASSERT_RC(DLPX_EPYTHON, dlpx_py_bind(&obj, t)); /* takes t: freed */
-  fake_capsule cap = {"dltensor", NULL};
-  ASSERT_RC(DLPX_EPYTHON, dlpx_py_consume(&obj, &cap, 0));
-  ASSERT_RC(DLPX_EPYTHON, dlpx_py_consume_exchange(&obj, dlpx_py_exchange_api(), &obj, 0));
-  ASSERT_PTR_EQ(dlpx_py_export(&cap, 1, 0), NULL);
+  ASSERT_PTR_EQ(dlpx_py_tensor_object(t), NULL); /* takes t: freed */
   ASSERT_EQ(dlpx_last_error_code(), DLPX_EPYTHON);
-  gil_drop();
+  fake_capsule cap = {"dltensor", NULL};
+  ASSERT_PTR_EQ(dlpx_py_consume(&cap, 0), NULL);
+  ASSERT_PTR_EQ(dlpx_py_consume_exchange(dlpx_py_exchange_api(), &obj, 0), NULL);
+  ASSERT_PTR_EQ(dlpx_py_tensor_export(&obj, 1, 0), NULL);
+  ASSERT_PTR_EQ(dlpx_py_tensor_meta(&obj), NULL);
+  ASSERT_PTR_EQ(dlpx_py_tensor_op(&obj, DLPX_PY_OP_CLONE, &obj), NULL);
+  ASSERT_EQ(dlpx_py_tensor_copy_into(&obj, &obj), -1);
+  ASSERT_EQ(dlpx_last_error_code(), DLPX_EPYTHON);
+  ASSERT_MSG("not registered");
   ASSERT_EQ(obj.refcnt, 1);
   ASSERT_NO_LEAKS(&l);
+}
+
+/* Defect: a sub-interpreter's import replaced the process-wide
+ * registration.  Only the main interpreter may register; a refused
+ * registration leaves the main one's in place. */
+static void test_only_the_main_interpreter_registers(void) {
+  reset();
+  dlpx_pyapi a = fake_api();
+  current_interp = &interp_sub;
+  ASSERT_RC(DLPX_ESTATE, dlpx_py_register(&a));
+  ASSERT_MSG("main interpreter");
+  current_interp = &interp_main;
+  ASSERT_TRUE(dlpx_py_active());
+  /* the main interpreter's registration still works: a release takes the GIL */
+  fake_object obj = {1};
+  dlpx_tensor *t = tensor_owned_by(&obj);
+  ASSERT_TRUE(t != NULL);
+  dlpx_tensor_free(t);
+  ASSERT_EQ(obj.refcnt, 1);
+  ASSERT_EQ(atomic_load(&violations), 0);
 }
 
 static void test_capsule_names(void) {
   const char *want[] = {"dltensor", "dltensor_versioned", "used_dltensor",
                         "used_dltensor_versioned", "dlpack_exchange_api", "dlpx.tensor"};
   for (int i = 0; i < 6; i++) ASSERT_STR_EQ(dlpx_py_capsule_name(i), want[i]);
+  ASSERT_STR_EQ(dlpx_py_capsule_name(DLPX_PY_CAPSULE_OWNER), DLPX_CAPSULE_OWNER);
+  ASSERT_STR_EQ(dlpx_py_capsule_name(DLPX_PY_CAPSULE_VERSIONED), DLPX_CAPSULE_VERSIONED);
+  ASSERT_STR_EQ(dlpx_py_exception_name(DLPX_PY_EXC_BufferError), "BufferError");
+  ASSERT_PTR_EQ(dlpx_py_exception_name(DLPX_PY_EXCEPTION_COUNT), NULL);
   ASSERT_PTR_EQ(dlpx_py_capsule_name(6), NULL);
   ASSERT_PTR_EQ(dlpx_py_capsule_name(-1), NULL);
   /* the same static strings every time: capsules may keep the pointers */
@@ -452,7 +500,9 @@ static void test_exchange_table_without_python(void) {
 }
 
 int main(void) {
+  RUN(test_gil_functions_before_register);
   RUN(test_register_validation);
+  RUN(test_only_the_main_interpreter_registers);
   RUN(test_destructor_unconsumed_versioned);
   RUN(test_destructor_consumed_is_left_alone);
   RUN(test_destructor_legacy);
@@ -462,7 +512,6 @@ int main(void) {
   RUN(test_release_while_finalizing_leaks);
   RUN(test_after_shutdown_python_is_never_called);
   RUN(test_concurrent_releases_serialize_on_the_gil);
-  RUN(test_gil_functions_need_the_full_api);
   RUN(test_capsule_names);
   RUN(test_method_defs);
   RUN(test_exchange_table_without_python);

@@ -4,14 +4,6 @@
 
 #include "check.h"
 
-static dlpx_tensor *arange_f32(int32_t ndim, const int64_t *shape) {
-  dlpx_tensor *t = NULL;
-  if (dlpx_tensor_empty(dt("float32"), ndim, shape, &t) != 0) return NULL;
-  float *p = dlpx_tensor_data(t);
-  for (int64_t i = 0; i < dlpx_tensor_numel(t); i++) p[i] = (float)i;
-  return t;
-}
-
 /* Element at a multi-index of a float32 view. */
 static float at(const dlpx_tensor *t, const int64_t *idx) {
   const float *p = dlpx_tensor_data(t);
@@ -207,11 +199,149 @@ static void test_wrap(void) {
   ASSERT_NO_LEAKS(&l);
 }
 
+/* dlpx_tensor_wrap documents release(data, ctx) with the data pointer it
+ * was given, also when negative strides make the storage start lower. */
+static void *released_data;
+static void record_release(void *data, void *ctx) {
+  (void)ctx;
+  released_data = data;
+}
+
+static void test_wrap_release_gets_the_given_pointer(void) {
+  float buf[12];
+  int64_t shape[] = {3, 4}, neg[] = {-4, -1};
+  dlpx_tensor *t = NULL;
+  released_data = NULL;
+  ASSERT_OK(dlpx_tensor_wrap(buf + 11, (DLDevice){kDLCPU, 0}, dt("float32"), 2, shape, neg, 0,
+                             record_release, NULL, &t));
+  ASSERT_PTR_EQ(dlpx_storage_data(dlpx_tensor_storage(t)), buf);
+  dlpx_tensor_free(t);
+  ASSERT_PTR_EQ(released_data, buf + 11);
+}
+
+/* Defect: signed overflow (UBSAN aborts) in the stride and element-count
+ * helpers for tensors without elements whose other extents are huge.  Every
+ * operation on such tensors must work (or refuse cleanly) without UB; the
+ * UBSAN build of this test proves it. */
+static void zero_element_ops(dlpx_tensor *t) {
+  const int32_t ndim = dlpx_tensor_ndim(t);
+  dlpx_tensor *v = NULL, *w = NULL;
+  int64_t lo = -1, hi = -1;
+  ASSERT_EQ(dlpx_tensor_numel(t), 0);
+  ASSERT_EQ(dlpx_tensor_nbytes(t), 0);
+  ASSERT_TRUE(dlpx_tensor_is_c_contiguous(t) && dlpx_tensor_is_f_contiguous(t));
+  dlpx_tensor_extent(t, &lo, &hi);
+  ASSERT_EQ(lo, 0);
+  ASSERT_EQ(hi, 0);
+  for (int32_t d = 0; d < ndim; d++) {
+    const int64_t steps[] = {1, 2, -1, -3, INT64_MAX, -INT64_MAX};
+    for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++) {
+      ASSERT_OK(dlpx_tensor_slice(t, d, DLPX_NONE, DLPX_NONE, steps[k], &v));
+      ASSERT_EQ(dlpx_tensor_numel(v), 0);
+      dlpx_tensor_free(v);
+      ASSERT_OK(dlpx_tensor_slice(t, d, 1, INT64_MAX - 1, steps[k], &v));
+      dlpx_tensor_free(v);
+    }
+    if (dlpx_tensor_shape(t)[d] > 0) {
+      int64_t last = dlpx_tensor_shape(t)[d] - 1;
+      ASSERT_OK(dlpx_tensor_select(t, d, last, &v));
+      ASSERT_EQ(dlpx_tensor_numel(v), 0);
+      dlpx_tensor_free(v);
+      ASSERT_OK(dlpx_tensor_select(t, d, -1, &v));
+      dlpx_tensor_free(v);
+      dlpx_index items[3] = {{DLPX_INDEX_ELLIPSIS, 0, 0, 0},
+                             {DLPX_INDEX_NEWAXIS, 0, 0, 0},
+                             {DLPX_INDEX_INT, last, 0, 0}};
+      if (d == ndim - 1) {
+        ASSERT_OK(dlpx_tensor_index(t, 3, items, &v));
+        dlpx_tensor_free(v);
+      }
+    }
+    ASSERT_OK(dlpx_tensor_unsqueeze(t, d, &v));
+    dlpx_tensor_free(v);
+  }
+  dlpx_index all[2] = {{DLPX_INDEX_INT, 0, 0, 0}, {DLPX_INDEX_SLICE, 3, DLPX_NONE, -2}};
+  if (dlpx_tensor_shape(t)[0] > 0 && ndim >= 2) {
+    all[0].start = dlpx_tensor_shape(t)[0] - 1;
+    ASSERT_OK(dlpx_tensor_index(t, 2, all, &v));
+    dlpx_tensor_free(v);
+  }
+  ASSERT_OK(dlpx_tensor_transpose(t, &v));
+  ASSERT_OK(dlpx_tensor_contiguous(v, &w));
+  ASSERT_TRUE(dlpx_tensor_is_c_contiguous(w));
+  dlpx_tensor_free(w);
+  ASSERT_OK(dlpx_tensor_copy(v, 'F', &w));
+  dlpx_tensor_free(w);
+  ASSERT_OK(dlpx_tensor_copy_into(v, v));
+  dlpx_tensor_free(v);
+  int32_t rev[DLPX_MAX_NDIM];
+  for (int32_t d = 0; d < ndim; d++) rev[d] = ndim - 1 - d;
+  ASSERT_OK(dlpx_tensor_permute(t, ndim, rev, &v));
+  dlpx_tensor_free(v);
+  int64_t flat[] = {0}, minus[] = {-1, 0}, same[DLPX_MAX_NDIM];
+  ASSERT_OK(dlpx_tensor_reshape(t, 1, flat, &v));
+  dlpx_tensor_free(v);
+  ASSERT_RC(DLPX_ESHAPE, dlpx_tensor_reshape(t, 2, minus, &v)); /* -1 of 0 elements */
+  memcpy(same, dlpx_tensor_shape(t), (size_t)ndim * sizeof(int64_t));
+  ASSERT_OK(dlpx_tensor_reshape(t, ndim, same, &v));
+  dlpx_tensor_free(v);
+  ASSERT_OK(dlpx_tensor_squeeze(t, DLPX_ALL_DIMS, &v));
+  dlpx_tensor_free(v);
+  ASSERT_OK(dlpx_tensor_broadcast_to(t, ndim, same, &v));
+  dlpx_tensor_free(v);
+  ASSERT_OK(dlpx_tensor_view_as(t, dt("int32"), &v));
+  dlpx_tensor_free(v);
+  /* out through DLPack and back in, both kinds */
+  DLManagedTensorVersioned *m = NULL;
+  ASSERT_OK(dlpx_tensor_export(t, 0, &m));
+  ASSERT_OK(dlpx_tensor_import(m, 0, &v));
+  ASSERT_EQ(dlpx_tensor_numel(v), 0);
+  dlpx_tensor_free(v);
+  DLManagedTensor *ml = NULL;
+  ASSERT_OK(dlpx_tensor_export_legacy(t, 0, &ml));
+  ml->dl_tensor.strides = NULL; /* the importer computes C strides itself */
+  ASSERT_OK(dlpx_tensor_import_legacy(ml, 0, &v));
+  dlpx_tensor_free(v);
+}
+
+static void test_zero_elements_with_huge_extents(void) {
+  check_live l;
+  check_live_begin(&l);
+  const int64_t big = (int64_t)1 << 62;
+  const int64_t shapes[][3] = {{0, big, big},         {big, big, 0},         {big, 0, big},
+                               {INT64_MAX, 0, INT64_MAX}, {INT64_MAX, INT64_MAX, 0}};
+  for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+    dlpx_tensor *t = NULL;
+    ASSERT_OK(dlpx_tensor_zeros(dt("float32"), 3, shapes[k], &t));
+    zero_element_ops(t);
+    dlpx_tensor_free(t);
+    if (check__failed) return;
+    float one = 0;
+    ASSERT_OK(dlpx_tensor_wrap(&one, (DLDevice){kDLCPU, 0}, dt("float32"), 3, shapes[k], NULL, 0,
+                               NULL, NULL, &t));
+    zero_element_ops(t);
+    dlpx_tensor_free(t);
+    if (check__failed) return;
+    /* a foreign tensor with NULL strides and NULL data */
+    fake_versioned *f = fake_new(0, NULL);
+    f->mt.dl_tensor.ndim = 3;
+    memcpy(f->shape, shapes[k], sizeof shapes[k]);
+    f->mt.dl_tensor.shape = f->shape;
+    f->mt.dl_tensor.strides = NULL;
+    f->mt.dl_tensor.data = NULL;
+    ASSERT_OK(dlpx_tensor_import(&f->mt, 0, &t));
+    zero_element_ops(t);
+    dlpx_tensor_free(t);
+    if (check__failed) return;
+  }
+  ASSERT_NO_LEAKS(&l);
+}
+
 static void test_slice_python_semantics(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {10};
-  dlpx_tensor *t = arange_f32(1, shape), *v = NULL;
+  dlpx_tensor *t = fixture_arange_f32(1, shape), *v = NULL;
   struct {
     int64_t start, stop, step, len, first;
   } cases[] = {
@@ -252,7 +382,7 @@ static void test_select_and_index(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {2, 3, 4};
-  dlpx_tensor *t = arange_f32(3, shape), *v = NULL;
+  dlpx_tensor *t = fixture_arange_f32(3, shape), *v = NULL;
   ASSERT_OK(dlpx_tensor_select(t, 1, -1, &v));
   ASSERT_SHAPE(v, 2, 4);
   int64_t idx[] = {1, 2};
@@ -303,7 +433,7 @@ static void test_index_zero_length_keeps_offset_in_bounds(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {4, 4};
-  dlpx_tensor *t = arange_f32(2, shape), *v = NULL;
+  dlpx_tensor *t = fixture_arange_f32(2, shape), *v = NULL;
   dlpx_index items[] = {{DLPX_INDEX_INT, 3, 0, 0}, {DLPX_INDEX_SLICE, 4, DLPX_NONE, 1}};
   ASSERT_OK(dlpx_tensor_index(t, 2, items, &v));
   ASSERT_SHAPE(v, 0);
@@ -317,7 +447,7 @@ static void test_permute_transpose(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {2, 3, 4};
-  dlpx_tensor *t = arange_f32(3, shape), *v = NULL;
+  dlpx_tensor *t = fixture_arange_f32(3, shape), *v = NULL;
   int32_t axes[] = {2, 0, -2};
   ASSERT_OK(dlpx_tensor_permute(t, 3, axes, &v));
   ASSERT_SHAPE(v, 4, 2, 3);
@@ -344,7 +474,7 @@ static void test_reshape(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {2, 3, 4};
-  dlpx_tensor *t = arange_f32(3, shape), *v = NULL, *w = NULL;
+  dlpx_tensor *t = fixture_arange_f32(3, shape), *v = NULL, *w = NULL;
   int64_t s1[] = {6, -1};
   ASSERT_OK(dlpx_tensor_reshape(t, 2, s1, &v));
   ASSERT_SHAPE(v, 6, 4);
@@ -418,7 +548,7 @@ static void test_squeeze_unsqueeze(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {1, 3, 1, 2};
-  dlpx_tensor *t = arange_f32(4, shape), *v = NULL, *w = NULL;
+  dlpx_tensor *t = fixture_arange_f32(4, shape), *v = NULL, *w = NULL;
   ASSERT_OK(dlpx_tensor_squeeze(t, DLPX_ALL_DIMS, &v));
   ASSERT_SHAPE(v, 3, 2);
   dlpx_tensor_free(v);
@@ -453,7 +583,7 @@ static void test_broadcast(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {3, 1};
-  dlpx_tensor *t = arange_f32(2, shape), *v = NULL;
+  dlpx_tensor *t = fixture_arange_f32(2, shape), *v = NULL;
   int64_t to[] = {2, 3, 4};
   ASSERT_OK(dlpx_tensor_broadcast_to(t, 3, to, &v));
   ASSERT_SHAPE(v, 2, 3, 4);
@@ -478,7 +608,7 @@ static void test_flags_propagate(void) {
   check_live l;
   check_live_begin(&l);
   int64_t shape[] = {4, 4};
-  dlpx_tensor *t = arange_f32(2, shape), *r = NULL, *v = NULL;
+  dlpx_tensor *t = fixture_arange_f32(2, shape), *r = NULL, *v = NULL;
   ASSERT_OK(dlpx_tensor_with_flags(t, DLPX_TENSOR_READONLY, &r));
   ASSERT_TRUE(dlpx_tensor_is_readonly(r));
   ASSERT_TRUE(!dlpx_tensor_is_readonly(t));
@@ -527,7 +657,7 @@ static void test_subbyte_views(void) {
 
 static void test_extent(void) {
   int64_t shape[] = {3, 4};
-  dlpx_tensor *t = arange_f32(2, shape), *v = NULL;
+  dlpx_tensor *t = fixture_arange_f32(2, shape), *v = NULL;
   int64_t lo, hi;
   ASSERT_OK(dlpx_tensor_slice(t, 1, DLPX_NONE, DLPX_NONE, -1, &v));
   dlpx_tensor_extent(v, &lo, &hi);
@@ -545,6 +675,8 @@ int main(void) {
   RUN(test_create_errors);
   RUN(test_from_storage_bounds);
   RUN(test_wrap);
+  RUN(test_wrap_release_gets_the_given_pointer);
+  RUN(test_zero_elements_with_huge_extents);
   RUN(test_slice_python_semantics);
   RUN(test_select_and_index);
   RUN(test_index_zero_length_keeps_offset_in_bounds);

@@ -5,7 +5,6 @@
 #include <stdatomic.h>
 
 #include "check.h"
-#include "fake_managed.h"
 
 #define THREADS 4
 

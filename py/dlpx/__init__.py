@@ -10,23 +10,38 @@ The work is done by libdlpx, a C library loaded with cffi; this package has
 no compiled extension, so one build serves every Python version.
 """
 
-from ._lib import LIBRARY_VERSION, ffi, lib, library_path
-from ._dtypes import ALL_DTYPES, Device, DLDeviceType, dtype
-from ._tensor import Tensor, dlpack_fallback as _dlpack_fallback
-from . import _bridge
-from ._create import empty, from_dlpack, frombuffer, stats, zeros
+from . import _capi
 
-__version__ = "0.1.0"
+if not _capi.is_main_interpreter():
+    # libdlpx is one per process and holds objects of the interpreter that
+    # registered with it: a sub-interpreter's registration (and its shutdown)
+    # would break the main interpreter's tensors.
+    raise ImportError("dlpx can only be imported in the main interpreter, not in a "
+                      "sub-interpreter")
+
+from . import _bridge
+from ._consume import from_dlpack
+from ._create import DEFAULT_DTYPE, empty, frombuffer, zeros
+from ._devices import Device, DLDeviceType
+from ._dtypes import ALL_DTYPES, dtype
+from ._errors import ErrorCode
+from ._lib import LIBRARY_VERSION, __version__, ffi, include_dir, lib, library_path
+from ._stats import stats
+from ._tensor import Tensor, dlpack_fallback as _dlpack_fallback
 
 __all__ = [
     "Tensor", "from_dlpack", "empty", "zeros", "frombuffer", "dtype", "Device", "DLDeviceType",
-    "stats", "ffi", "lib", "library_path", "LIBRARY_VERSION", "__version__",
+    "ErrorCode", "DEFAULT_DTYPE", "stats", "ffi", "lib", "library_path", "include_dir",
+    "LIBRARY_VERSION", "__version__",
 ] + [d.name for d in ALL_DTYPES]
 
-_bridge.register(lambda: object.__new__(Tensor), _dlpack_fallback)
+_bridge.register(Tensor, _dlpack_fallback)
 _bridge.install_methods(Tensor)
 
-# Module-level dtype constants: dlpx.float32, dlpx.bfloat16, ...
-for _d in ALL_DTYPES:
-    globals()[_d.name] = _d
-del _d
+# Module-level dtype constants: dlpx.float32, dlpx.bfloat16, ... (from
+# libdlpx's table; __getattr__ gives type checkers their type).
+globals().update({_d.name: _d for _d in ALL_DTYPES})
+
+
+def __getattr__(name: str) -> dtype:
+    raise AttributeError(f"module 'dlpx' has no attribute {name!r}")

@@ -1,138 +1,159 @@
-"""Registers the CPython C-API with libdlpx and binds its GIL-holding calls.
+"""Registers the CPython C-API with libdlpx, and binds the bridge's GIL-held
+functions (include/dlpx/python.h).
 
 libdlpx contains the capsule destructors, the release callback for memory
-owned by Python objects, and the few hot-path functions that build and
-consume capsules.  They are C (no Python callback ever sits on a destructor
-or deleter path) and reach Python through function pointers registered here
-once, taken from ``ctypes.pythonapi``.
+owned by Python objects, the C methods of dlpx.Tensor, and every operation
+that reads a tensor handle or makes a new Tensor.  They are C (no Python
+callback ever sits on a destructor or deleter path, and no Python code runs
+between making a handle and giving it to its owner) and reach Python
+through function pointers registered here once.
 
-cffi releases the GIL around every call, so the functions that need it are
-called through ``ctypes.PyDLL``, which keeps the GIL and raises the Python
-exception they set.  That is one foreign call per DLPack exchange.
+cffi releases the GIL around every call, so these functions are called
+through ``ctypes.PyDLL``, which keeps it and raises the exception they set:
+one foreign call per operation.
 """
 
+from __future__ import annotations
+
 import atexit
+import builtins
 import ctypes
 import sys
+from typing import Any, Callable
 
-from ._lib import ffi, lib, library_path
+from . import _capi
+from ._lib import ffi, lib, library_path, types
 
-__all__ = ["register", "consume", "consume_exchange", "export", "bind", "NAME_OWNER"]
-
-_api = ctypes.pythonapi
-_keep = []  # objects whose addresses libdlpx holds: kept for the whole process
-
-
-def _fn(name):
-    return ctypes.cast(getattr(_api, name), ctypes.c_void_p).value
-
-
-def _immortal(obj):
-    """Keeps |obj| alive for the life of the process (libdlpx holds it)."""
-    _keep.append(obj)
-    incref = _api.Py_IncRef
-    incref.argtypes = [ctypes.py_object]
-    incref.restype = None
-    incref(obj)  # one reference never dropped: survives module teardown
-    return ffi.cast("void *", id(obj))
-
-
-def _finalizing_fn():
-    for name in ("Py_IsFinalizing", "_Py_IsFinalizing"):
-        try:
-            return _fn(name)
-        except AttributeError:
-            continue
-    return None
-
-
-def register(tensor_factory, dlpack_fallback):
-    """Fills libdlpx's dlpx_pyapi table.  |tensor_factory| makes bare
-    Tensors; |dlpack_fallback| handles the __dlpack__ calls the C method
-    does not."""
-    api = ffi.new("dlpx_pyapi *")
-    api.size = ffi.sizeof("dlpx_pyapi")
-    for field in ("PyGILState_Ensure", "PyGILState_Release", "PyGILState_Check", "PyErr_Fetch",
-                  "PyErr_Restore", "PyCapsule_IsValid", "PyCapsule_GetPointer", "Py_IncRef",
-                  "Py_DecRef", "PyCapsule_New", "PyCapsule_SetName", "PyErr_SetString",
-                  "PyErr_Occurred", "PyObject_GetAttr", "PyObject_SetAttr", "PyLong_FromVoidPtr",
-                  "PyObject_CallObject", "PyTuple_Size", "PyTuple_GetItem", "PyLong_AsSsize_t",
-                  "PyErr_Clear", "PyUnicode_CompareWithASCIIString", "Py_BuildValue",
-                  "PyObject_CallFunctionObjArgs"):
-        setattr(api, field, ffi.cast(ffi.typeof(getattr(api, field)), _fn(field)))
-    fin = _finalizing_fn()
-    if fin is not None:
-        api.Py_IsFinalizing = ffi.cast(ffi.typeof(api.Py_IsFinalizing), fin)
-    for exc in (BufferError, ValueError, TypeError, MemoryError, IndexError, RuntimeError):
-        setattr(api, "exc_" + exc.__name__, _immortal(exc))
-    api.name_cap = _immortal(sys.intern("_cap"))
-    api.name_addr = _immortal(sys.intern("_addr"))
-    api.tensor_factory = _immortal(tensor_factory)
-    api.obj_None = ffi.cast("void *", id(None))
-    for kw in ("stream", "max_version", "dl_device", "copy"):
-        setattr(api, "name_" + kw, _immortal(sys.intern(kw)))
-    api.dlpack_fallback = _immortal(dlpack_fallback)
-    if lib.dlpx_py_register(api) != 0:
-        raise RuntimeError(ffi.string(lib.dlpx_last_error()).decode())
-    # From the atexit hook on, deleters never call into Python again: the
-    # interpreter may be finalizing (or gone) when the last ones run.
-    atexit.register(lib.dlpx_py_shutdown)
-
+__all__ = ["register", "install_methods", "exchange_api_capsule", "tensor_type",
+           "consume", "consume_exchange", "export", "meta", "op", "new", "wrap", "copy_into",
+           "OP"]
 
 _pydll = ctypes.PyDLL(library_path)
+_P = ctypes.py_object
 
 
-def _bind_fn(name, restype, *argtypes):
+def _bind(name: str, restype: Any, *argtypes: Any) -> Any:
     f = getattr(_pydll, name)
     f.restype = restype
     f.argtypes = list(argtypes)
     return f
 
 
-_P = ctypes.py_object
-consume = _bind_fn("dlpx_py_consume", ctypes.c_int, _P, _P, ctypes.c_uint32)
-consume_exchange = _bind_fn("dlpx_py_consume_exchange", ctypes.c_int, _P, ctypes.c_void_p, _P,
-                            ctypes.c_uint32)
-export = _bind_fn("dlpx_py_export", _P, _P, ctypes.c_int, ctypes.c_uint32)
-bind = _bind_fn("dlpx_py_bind", ctypes.c_int, _P, ctypes.c_void_p)
+# The GIL-held functions.  Each returns a new object (or 0) or raises.
+consume = _bind("dlpx_py_consume", _P, _P, ctypes.c_uint32)
+consume_exchange = _bind("dlpx_py_consume_exchange", _P, ctypes.c_void_p, _P, ctypes.c_uint32)
+export = _bind("dlpx_py_tensor_export", _P, _P, ctypes.c_int, ctypes.c_uint32)
+meta = _bind("dlpx_py_tensor_meta", _P, _P)
+op = _bind("dlpx_py_tensor_op", _P, _P, ctypes.c_int, _P)
+new = _bind("dlpx_py_tensor_new", _P, ctypes.c_int64, _P, ctypes.c_uint32, ctypes.c_int)
+wrap = _bind("dlpx_py_tensor_wrap", _P, _P, ctypes.c_size_t, ctypes.c_int32, ctypes.c_int32,
+             ctypes.c_int64, _P, _P, ctypes.c_uint32)
+copy_into = _bind("dlpx_py_tensor_copy_into", ctypes.c_int, _P, _P)
+_register = _bind("dlpx_py_register", ctypes.c_int, ctypes.c_void_p)
 
-NAME_OWNER = b"dlpx.tensor"
 
-# Capsule helpers through ctypes.pythonapi (they hold the GIL).
-capsule_new = _api.PyCapsule_New
-capsule_new.restype = ctypes.py_object
-capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-capsule_get_pointer = _api.PyCapsule_GetPointer
-capsule_get_pointer.restype = ctypes.c_void_p
-capsule_get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-capsule_is_valid = _api.PyCapsule_IsValid
-capsule_is_valid.restype = ctypes.c_int
-capsule_is_valid.argtypes = [ctypes.py_object, ctypes.c_char_p]
+class OP:
+    """The operations of dlpx_py_tensor_op (the dlpx_py_op enum)."""
+
+    CLONE = lib.DLPX_PY_OP_CLONE
+    TRANSPOSE = lib.DLPX_PY_OP_TRANSPOSE
+    PERMUTE = lib.DLPX_PY_OP_PERMUTE
+    RESHAPE = lib.DLPX_PY_OP_RESHAPE
+    RESHAPE_ANY = lib.DLPX_PY_OP_RESHAPE_ANY
+    SQUEEZE = lib.DLPX_PY_OP_SQUEEZE
+    UNSQUEEZE = lib.DLPX_PY_OP_UNSQUEEZE
+    BROADCAST = lib.DLPX_PY_OP_BROADCAST
+    VIEW_DTYPE = lib.DLPX_PY_OP_VIEW_DTYPE
+    READONLY = lib.DLPX_PY_OP_READONLY
+    CONTIGUOUS = lib.DLPX_PY_OP_CONTIGUOUS
+    COPY_C = lib.DLPX_PY_OP_COPY_C
+    COPY_F = lib.DLPX_PY_OP_COPY_F
+    COPY_PADDED = lib.DLPX_PY_OP_COPY_PADDED
+    INDEX = lib.DLPX_PY_OP_INDEX
+
+
+_registered: list[type] = []
+
+
+def tensor_type() -> type:
+    """The dlpx.Tensor class (registered by the package at import)."""
+    return _registered[0]
+
+
+def _finalizing_address() -> int | None:
+    for name in ("Py_IsFinalizing", "_Py_IsFinalizing"):
+        addr = _capi.address(name)
+        if addr:
+            return addr
+    return None
+
+
+# The C-API functions of dlpx_pyapi, by field name (the field order is the
+# header's; cffi's struct knows it).
+_FUNCTIONS = [name for name, _ in ffi.typeof("dlpx_pyapi").fields
+              if name[:2] == "Py" and name != "Py_IsFinalizing"]
+
+
+def register(tensor_class: type, dlpack_fallback: Callable[..., Any]) -> None:
+    """Fills libdlpx's dlpx_pyapi table.  |tensor_class| is dlpx.Tensor
+    (libdlpx makes its instances); |dlpack_fallback| handles the
+    __dlpack__ calls the C method does not."""
+    api = ffi.new(types.pyapi_p)
+    api.size = ffi.sizeof("dlpx_pyapi")
+    for field in _FUNCTIONS:
+        addr = _capi.address(field)
+        if not addr:
+            raise ImportError(f"dlpx needs the C-API function {field}, which this Python lacks")
+        setattr(api, field, ffi.cast(ffi.typeof(getattr(api, field)), addr))
+    fin = _finalizing_address()
+    if fin is not None:
+        api.Py_IsFinalizing = ffi.cast(ffi.typeof(api.Py_IsFinalizing), fin)
+
+    def obj(o: Any) -> Any:
+        return ffi.cast(types.void_p, _capi.keep_forever(o))
+
+    for i in range(lib.DLPX_PY_EXCEPTION_COUNT):
+        api.exceptions[i] = obj(getattr(builtins, ffi.string(lib.dlpx_py_exception_name(i))
+                                        .decode()))
+    api.obj_None = obj(None)
+    api.obj_Ellipsis = obj(Ellipsis)
+    api.obj_True = obj(True)
+    api.obj_False = obj(False)
+    api.type_tuple = obj(tuple)
+    api.type_slice = obj(slice)
+    api.tensor_type = obj(tensor_class)
+    api.name_cap = obj(sys.intern("_cap"))
+    for kw in ("stream", "max_version", "dl_device", "copy"):
+        setattr(api, "name_" + kw, obj(sys.intern(kw)))
+    api.dlpack_fallback = obj(dlpack_fallback)
+    if _register(int(ffi.cast(types.uintptr_t, api))) != 0:
+        raise ImportError(ffi.string(lib.dlpx_last_error()).decode())
+    _registered[:] = [tensor_class]
+    # From the atexit hook on, deleters never call into Python again: the
+    # interpreter may be finalizing (or gone) when the last ones run.
+    atexit.register(lib.dlpx_py_shutdown)
 
 
 _PY_METHOD_DEF_SIZE = 4 * ctypes.sizeof(ctypes.c_void_p)  # name, meth, flags (padded), doc
-_new_method = _api.PyDescr_NewMethod
-_new_method.restype = ctypes.py_object
-_new_method.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 
 
-def install_methods(cls):
+def install_methods(cls: type) -> None:
     """Installs libdlpx's C methods (dlpx_py_method_defs) on |cls|, as
     method descriptors: __dlpack__ and __dlpack_device__ run in C."""
-    base = int(ffi.cast("uintptr_t", lib.dlpx_py_method_defs()))
+    base = int(ffi.cast(types.uintptr_t, lib.dlpx_py_method_defs()))
     i = 0
     while ctypes.c_void_p.from_address(base + i * _PY_METHOD_DEF_SIZE).value:
-        descr = _new_method(id(cls), base + i * _PY_METHOD_DEF_SIZE)
+        descr = _capi.new_method(id(cls), base + i * _PY_METHOD_DEF_SIZE)
         setattr(cls, descr.__name__, descr)
         i += 1
 
 
-def c_name(which):
-    """Address of one of libdlpx's static capsule names (see dlpx.h)."""
-    return int(ffi.cast("uintptr_t", lib.dlpx_py_capsule_name(which)))
+def capsule_name(which: int) -> int:
+    """Address of one of libdlpx's static capsule names (dlpx_py_capsule)."""
+    return int(ffi.cast(types.uintptr_t, lib.dlpx_py_capsule_name(which)))
 
 
-def exchange_api_capsule():
+def exchange_api_capsule() -> Any:
     """A "dlpack_exchange_api" capsule over libdlpx's static table."""
-    table = int(ffi.cast("uintptr_t", lib.dlpx_py_exchange_api()))
-    return capsule_new(table, c_name(4), None)
+    table = int(ffi.cast(types.uintptr_t, lib.dlpx_py_exchange_api()))
+    return _capi.capsule_new(table, capsule_name(lib.DLPX_PY_CAPSULE_EXCHANGE_API), None)

@@ -1,20 +1,22 @@
 """Tensor -> NumPy / PyTorch / JAX, through each library's from_dlpack,
-copying only when that library cannot take the data as it is."""
+copying only when that library cannot take the data as it is (the reasons
+are framework quirks, see dlpx._quirks)."""
 
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from . import _quirks
+from ._args import copy_arg
+from ._dtypes import NUMPY_NATIVE_CODES
 from ._lib import lib
 
 __all__ = ["to_numpy", "to_torch", "to_jax"]
 
-_NUMPY_CODES = {int(lib.kDLBool), int(lib.kDLInt), int(lib.kDLUInt), int(lib.kDLFloat),
-                int(lib.kDLComplex)}
+_PADDED = lib.DLPX_TENSOR_SUBBYTE_PADDED
 
 
-def _check_copy(copy):
-    if copy is not None and not isinstance(copy, bool):
-        raise TypeError(f"copy must be True, False or None, not {copy!r}")
-
-
-def _needs(t, copy, reason):
+def _needs(t: Any, copy: Optional[bool], reason: Optional[str]) -> Any:
     """Applies copy semantics when the target cannot take |t| as it is."""
     if reason is None:
         return t.copy() if copy else t
@@ -23,20 +25,20 @@ def _needs(t, copy, reason):
     return t.copy()
 
 
-def to_numpy(t, copy):
+def to_numpy(t: Any, copy: Optional[bool]) -> Any:
     import numpy as np
 
-    _check_copy(copy)
+    copy_arg(copy)
     dt = t.dtype
     if dt.lanes != 1:
         raise BufferError(f"NumPy has no dtype for {dt.name}")
-    if dt.code in _NUMPY_CODES and not (dt.code == lib.kDLComplex and dt.bits == 32):
+    if dt.code in NUMPY_NATIVE_CODES and not (dt.code == lib.kDLComplex and dt.bits == 32):
         return np.from_dlpack(t, copy=True) if copy else np.from_dlpack(t)
     try:
         npdt = dt.numpy  # an ml_dtypes dtype
     except TypeError as exc:
         raise BufferError(f"NumPy cannot hold {dt.name}: {exc}") from None
-    padded = bool(t._m()[4] & lib.DLPX_TENSOR_SUBBYTE_PADDED)
+    padded = bool(t._m()[4] & _PADDED)
     if dt.is_subbyte and not padded:
         # NumPy (ml_dtypes) stores float4/float6 one element per byte.
         if copy is False:
@@ -46,27 +48,29 @@ def to_numpy(t, copy):
         padded = True
     elif copy:
         t = t.copy()
+    # NumPy will not take ml_dtypes types through DLPack (numpy#31256):
+    # their bits go as unsigned integers and are viewed back.
     raw = t.view({8: "uint8", 16: "uint16", 32: "uint32"}[8 if padded else dt.bits])
     return np.from_dlpack(raw).view(npdt)
 
 
-def to_torch(t, copy):
+def to_torch(t: Any, copy: Optional[bool]) -> Any:
     import torch
 
-    _check_copy(copy)
+    copy_arg(copy)
     m = t._m()
     reason = None
-    if m[4] & lib.DLPX_TENSOR_READONLY:
-        reason = "PyTorch has no read-only tensors (it ignores DLPack's READ_ONLY flag)"
+    if m[4] & lib.DLPX_TENSOR_READONLY:  # for any reason: PyTorch would write it
+        reason = _quirks.TORCH_READONLY
     elif m[5]:
-        reason = "PyTorch aborts on negative strides (pytorch#188023)"
-    return torch.from_dlpack(_needs(t, copy, reason))
+        reason = _quirks.TORCH_NEGATIVE_STRIDES
+    return torch.from_dlpack(_needs(t, copy, reason))  # type: ignore[attr-defined]
 
 
-def to_jax(t, copy):
+def to_jax(t: Any, copy: Optional[bool]) -> Any:
     import jax
 
-    _check_copy(copy)
+    copy_arg(copy)
     m = t._m()
     if m[2].is_subbyte:
         # JAX has float4/float6 arrays but takes none through DLPack: go
@@ -77,9 +81,8 @@ def to_jax(t, copy):
         import jax.numpy as jnp
         return jnp.asarray(t.numpy(copy=True))
     src = t
-    if m[4] & lib.DLPX_TENSOR_READONLY:
-        reason = "JAX asks for legacy DLPack capsules, which cannot carry read-only data"
-        src = _needs(t, copy, reason)
+    if _quirks.readonly_on_purpose(m[4]):
+        src = _needs(t, copy, _quirks.JAX_READONLY)
     elif copy:
         src = t.copy()
     try:
@@ -89,9 +92,8 @@ def to_jax(t, copy):
             raise BufferError(f"JAX cannot take this layout without a copy: {exc}") from exc
         src = t.copy()
         out = jax.dlpack.from_dlpack(src)
-    if copy is False and out.unsafe_buffer_pointer() != src.data_ptr:
-        # JAX copies what its CPU backend cannot alias (e.g. data not aligned
-        # to 64 bytes; dlpx's own allocations are).
-        raise BufferError("JAX copied the data (it aliases only suitably aligned buffers); "
-                          "pass copy=None or copy=True")
+    if copy is False and _quirks.jax_copied(out, src.data_ptr):
+        raise BufferError(f"JAX copied the data (its CPU backend aliases only data aligned to "
+                          f"{_quirks.JAX_ALIGNMENT} bytes, jax#29810); pass copy=None or "
+                          "copy=True")
     return out

@@ -1,12 +1,22 @@
 """dlpx data types: every DLPack type, comparable with names and with NumPy,
-ml_dtypes and PyTorch dtypes."""
+ml_dtypes and PyTorch dtypes.  The list of types is libdlpx's
+(dlpx_dtype_table), read at import."""
 
-import enum
-from typing import NamedTuple
+from __future__ import annotations
 
-from ._lib import ffi, lib
+import sys
+from typing import Any
 
-__all__ = ["dtype", "DLDeviceType", "Device", "as_dtype", "as_device", "ALL_DTYPES"]
+from ._lib import ffi, lib, types
+
+__all__ = ["dtype", "ALL_DTYPES", "NUMPY_NATIVE_CODES"]
+
+# DLPack codes NumPy has native dtypes for (the others come from ml_dtypes).
+NUMPY_NATIVE_CODES = frozenset(
+    int(c) for c in (lib.kDLBool, lib.kDLInt, lib.kDLUInt, lib.kDLFloat, lib.kDLComplex))
+
+# NumPy's reading of the Python scalar types, without needing NumPy.
+_PYTHON_TYPES = {bool: "bool", int: "int64", float: "float64", complex: "complex128"}
 
 
 class dtype:
@@ -17,11 +27,17 @@ class dtype:
     object, which compares equal to its name (``dlpx.float32 == "float32"``).
     """
 
-    __slots__ = ("name", "code", "bits", "lanes")
-    _by_key = {}
-    _by_name = {}
+    __slots__ = ("name", "code", "bits", "lanes", "key")
+    name: str
+    code: int
+    bits: int
+    lanes: int
+    key: int  # code | bits << 8 | lanes << 16, as libdlpx's Python bridge takes it
 
-    def __new__(cls, spec):
+    _by_key: dict[int, dtype] = {}
+    _by_name: dict[str, dtype] = {}
+
+    def __new__(cls, spec: Any) -> dtype:
         if isinstance(spec, dtype):
             return spec
         found = _lookup(spec)
@@ -30,71 +46,78 @@ class dtype:
         return found
 
     @classmethod
-    def _make(cls, code, bits, lanes):
-        key = (code, bits, lanes)
+    def _make(cls, code: int, bits: int, lanes: int) -> dtype:
+        """The one dtype object for (code, bits, lanes).  Lock-free: threads
+        that race here may each build an object, but setdefault keeps one
+        and every caller returns that one."""
+        key = code | bits << 8 | lanes << 16
         got = cls._by_key.get(key)
         if got is not None:
             return got
-        dt = ffi.new("DLDataType *", {"code": code, "bits": bits, "lanes": lanes})
-        buf = ffi.new("char[]", lib.DLPX_DTYPE_NAME_MAX)
+        dt = ffi.new(types.dtype_p, {"code": code, "bits": bits, "lanes": lanes})
+        buf = ffi.new(types.char_array, lib.DLPX_DTYPE_NAME_MAX)
         if lib.dlpx_dtype_format(dt[0], buf, lib.DLPX_DTYPE_NAME_MAX) != 0:
             raise TypeError(ffi.string(lib.dlpx_last_error()).decode())
         self = object.__new__(cls)
-        object.__setattr__(self, "name", ffi.string(buf).decode())
-        object.__setattr__(self, "code", code)
-        object.__setattr__(self, "bits", bits)
-        object.__setattr__(self, "lanes", lanes)
-        cls._by_key[key] = self
-        cls._by_name[self.name] = self
-        return self
+        for attr, value in (("name", ffi.string(buf).decode()), ("code", code), ("bits", bits),
+                            ("lanes", lanes), ("key", key)):
+            object.__setattr__(self, attr, value)
+        got = cls._by_key.setdefault(key, self)
+        cls._by_name.setdefault(got.name, got)
+        return got
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("dlpx.dtype is immutable")
 
-    def __reduce__(self):
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("dlpx.dtype is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
         return (dtype, (self.name,))
 
     @property
-    def itemsize(self):
+    def itemsize(self) -> int | float:
         """Bytes per element: an int, or a fraction (0.5, 0.75) for packed
         sub-byte types."""
         bits = self.bits * self.lanes
         return bits // 8 if bits % 8 == 0 else bits / 8
 
     @property
-    def is_subbyte(self):
+    def is_subbyte(self) -> bool:
         return self.bits * self.lanes < 8
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, dtype):
-            return self is other
+            return self.key == other.key
         try:
-            return self is _lookup(other)
+            found = _lookup(other)
         except Exception:  # a foreign object we cannot interpret
             return NotImplemented
+        return found is not None and found.key == self.key
 
-    def __ne__(self, other):
+    def __ne__(self, other: object) -> bool:
         eq = self.__eq__(other)
         return eq if eq is NotImplemented else not eq
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self.name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"dlpx.{self.name}" if self.lanes == 1 else f"dlpx.dtype({self.name!r})"
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
     @property
-    def numpy(self):
+    def numpy(self) -> Any:
         """The NumPy dtype (ml_dtypes for bfloat16 and the float8/6/4 types;
         packed float4/float6 have none, their NumPy form is one byte each)."""
         import numpy as np
 
         if self.lanes != 1:
             raise TypeError(f"NumPy has no dtype for {self.name}")
-        if self.code in _NUMPY_NATIVE:
+        if self.code in NUMPY_NATIVE_CODES and not (self.code == lib.kDLComplex and
+                                                    self.bits == 32):
             return np.dtype(self.name)
         try:
             import ml_dtypes
@@ -106,13 +129,13 @@ class dtype:
         return np.dtype(t)
 
     @property
-    def dtype(self):
+    def dtype(self) -> Any:
         """The NumPy dtype, so NumPy and JAX accept dlpx dtypes
         (``np.zeros(3, dtype=dlpx.bfloat16)``)."""
         return self.numpy
 
     @property
-    def torch(self):
+    def torch(self) -> Any:
         """The torch.dtype."""
         import torch
 
@@ -122,133 +145,50 @@ class dtype:
         return t
 
 
-_NUMPY_NATIVE = {int(lib.kDLBool), int(lib.kDLInt), int(lib.kDLUInt), int(lib.kDLFloat),
-                 int(lib.kDLComplex)}
-
-
-def _parse_name(name):
+def _parse_name(name: str) -> dtype | None:
     got = dtype._by_name.get(name)
     if got is not None:
         return got
-    out = ffi.new("DLDataType *")
+    if "\0" in name:  # C would stop reading at the NUL
+        return None
+    out = ffi.new(types.dtype_p)
     if lib.dlpx_dtype_parse(name.encode("utf-8", "replace"), out) != 0:
         return None
     return dtype._make(out.code, out.bits, out.lanes)
 
 
-def _lookup(spec):
-    """The dlpx dtype for a name, a NumPy dtype or scalar type, or a
-    torch.dtype; None if it is none of these."""
+def _lookup(spec: Any) -> dtype | None:
+    """The dlpx dtype for a name, a Python scalar type, a NumPy dtype or
+    scalar type, or a torch.dtype; None if it is none of these."""
     if isinstance(spec, str):
         return _parse_name(spec)
-    mod = type(spec).__module__ or ""
-    if mod.startswith("torch"):  # torch.dtype: "torch.float32"
-        text = str(spec)
+    if spec is None or isinstance(spec, (bytes, bytearray, int, float)):
+        return None
+    if isinstance(spec, type) and spec in _PYTHON_TYPES:
+        return _parse_name(_PYTHON_TYPES[spec])
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(spec, torch.dtype):
+        text = str(spec)  # "torch.float32"
         return _parse_name(text[6:]) if text.startswith("torch.") else None
-    try:
-        import numpy as np
-    except ImportError:
+    np = sys.modules.get("numpy")  # a NumPy dtype needs NumPy loaded already
+    if np is None:
         return None
     try:
         nd = np.dtype(spec)
-    except TypeError:
+    except (TypeError, ValueError):
         return None
-    if nd.byteorder not in "=|" and nd.byteorder != ("<" if np.little_endian else ">"):
+    if nd.byteorder not in "=|" and nd.byteorder != ("<" if sys.byteorder == "little" else ">"):
         raise TypeError(f"non-native byte order {nd} cannot be described by DLPack")
-    if nd.kind == "c" and nd.itemsize == 4:  # numpy has no complex32 but be exact
+    if nd.kind == "c" and nd.itemsize == 4:  # numpy has no complex32: be exact
         return None
     return _parse_name(nd.name)
 
 
-def as_dtype(spec):
-    """dtype(spec), with a TypeError that says what was given."""
-    return dtype(spec)
+def _table() -> tuple[dtype, ...]:
+    n = ffi.new(types.size_t_p)
+    entries = lib.dlpx_dtype_table(n)
+    return tuple(dtype._make(e.dtype.code, e.dtype.bits, e.dtype.lanes) for e in entries[0:n[0]])
 
 
-ALL_DTYPES = tuple(
-    dtype(n) for n in (
-        "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-        "float16", "float32", "float64", "bfloat16", "complex32", "complex64", "complex128",
-        "float8_e3m4", "float8_e4m3", "float8_e4m3b11fnuz", "float8_e4m3fn", "float8_e4m3fnuz",
-        "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float6_e2m3fn", "float6_e3m2fn",
-        "float4_e2m1fn"))
-
-
-class DLDeviceType(enum.IntEnum):
-    """DLPack device types."""
-
-    kDLCPU = 1
-    kDLCUDA = 2
-    kDLCUDAHost = 3
-    kDLOpenCL = 4
-    kDLVulkan = 7
-    kDLMetal = 8
-    kDLVPI = 9
-    kDLROCM = 10
-    kDLROCMHost = 11
-    kDLExtDev = 12
-    kDLCUDAManaged = 13
-    kDLOneAPI = 14
-    kDLWebGPU = 15
-    kDLHexagon = 16
-    kDLMAIA = 17
-    kDLTrn = 18
-
-
-_DEVICE_NAMES = {
-    DLDeviceType.kDLCPU: "cpu", DLDeviceType.kDLCUDA: "cuda",
-    DLDeviceType.kDLCUDAHost: "cuda_host", DLDeviceType.kDLOpenCL: "opencl",
-    DLDeviceType.kDLVulkan: "vulkan", DLDeviceType.kDLMetal: "metal", DLDeviceType.kDLVPI: "vpi",
-    DLDeviceType.kDLROCM: "rocm", DLDeviceType.kDLROCMHost: "rocm_host",
-    DLDeviceType.kDLExtDev: "ext_dev", DLDeviceType.kDLCUDAManaged: "cuda_managed",
-    DLDeviceType.kDLOneAPI: "oneapi", DLDeviceType.kDLWebGPU: "webgpu",
-    DLDeviceType.kDLHexagon: "hexagon", DLDeviceType.kDLMAIA: "maia", DLDeviceType.kDLTrn: "trn",
-}
-_DEVICE_TYPES = {v: k for k, v in _DEVICE_NAMES.items()}
-
-
-class Device(NamedTuple):
-    """A DLPack device, e.g. ``Device(kDLCPU, 0)``, shown as ``cpu`` or
-    ``cuda:1``; compares equal to that string and to ``(type, id)``."""
-
-    device_type: DLDeviceType
-    device_id: int
-
-    def __str__(self):
-        name = _DEVICE_NAMES[self.device_type]
-        return name if self.device_type == DLDeviceType.kDLCPU else f"{name}:{self.device_id}"
-
-    def __repr__(self):
-        return f"Device({self.device_type.name}, {self.device_id})"
-
-    def __eq__(self, other):
-        if isinstance(other, str):
-            try:
-                other = as_device(other)
-            except ValueError:
-                return False
-        return tuple.__eq__(self, other)
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    __hash__ = tuple.__hash__
-
-
-def as_device(spec):
-    """A Device from a Device, a (type, id) tuple, or a string like "cpu",
-    "cuda" or "cuda:1"."""
-    if isinstance(spec, Device):
-        return spec
-    if isinstance(spec, str):
-        name, _, index = spec.partition(":")
-        if name not in _DEVICE_TYPES or (index and not index.isdigit()):
-            raise ValueError(f"unknown device {spec!r}")
-        return Device(_DEVICE_TYPES[name], int(index) if index else 0)
-    if isinstance(spec, tuple) and len(spec) == 2:
-        try:
-            kind = DLDeviceType(int(spec[0]))
-        except ValueError:
-            raise ValueError(f"unknown DLPack device type {spec[0]!r}") from None
-        return Device(kind, int(spec[1]))
-    raise TypeError(f"a device is a string like 'cpu' or a (type, id) tuple, not {spec!r}")
+#: Every element type libdlpx knows, in DLPack code order.
+ALL_DTYPES: tuple[dtype, ...] = _table()

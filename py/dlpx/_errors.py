@@ -1,51 +1,59 @@
-"""One place that turns libdlpx error codes into Python exceptions."""
+"""libdlpx's error codes as Python exceptions, derived from the one list in
+C (DLPX_ERROR_MAP, read through dlpx_error_table): the codes, their names,
+and which exception each raises, for general calls and for DLPack protocol
+calls (where the array API wants BufferError for data that cannot be
+exchanged)."""
 
-from ._lib import ffi, lib
+from __future__ import annotations
 
-__all__ = ["check", "check_dlpack", "raise_for"]
+import builtins
+import enum
+from typing import Any, NoReturn
 
-# General API calls: bad arguments are ValueError/TypeError, and so on.
-_GENERAL = {
-    lib.DLPX_EINVAL: ValueError,
-    lib.DLPX_ENOMEM: MemoryError,
-    lib.DLPX_EOVERFLOW: ValueError,
-    lib.DLPX_EDTYPE: TypeError,
-    lib.DLPX_ESHAPE: ValueError,
-    lib.DLPX_EINDEX: IndexError,
-    lib.DLPX_EDEVICE: ValueError,
-    lib.DLPX_EVERSION: BufferError,
-    lib.DLPX_EREADONLY: ValueError,
-    lib.DLPX_ELAYOUT: ValueError,
-    lib.DLPX_EBOUNDS: ValueError,
-    lib.DLPX_ENOTSUP: ValueError,
-    lib.DLPX_EPYTHON: RuntimeError,
-    lib.DLPX_ESTATE: RuntimeError,
-}
+from ._lib import ffi, lib, types
 
-# DLPack protocol calls: what the data cannot be exchanged as is BufferError.
-_DLPACK = dict(_GENERAL)
-for _code in (lib.DLPX_EOVERFLOW, lib.DLPX_EDTYPE, lib.DLPX_ESHAPE, lib.DLPX_EDEVICE,
-              lib.DLPX_EREADONLY, lib.DLPX_ELAYOUT, lib.DLPX_EBOUNDS, lib.DLPX_ENOTSUP):
-    _DLPACK[_code] = BufferError
+__all__ = ["ErrorCode", "check", "check_dlpack", "raise_for", "message"]
 
 
-def _message():
-    return ffi.string(lib.dlpx_last_error()).decode("utf-8", "replace")
+def _table() -> list[tuple[int, str, str, str, str]]:
+    n = ffi.new(types.size_t_p)
+    entries = lib.dlpx_error_table(n)
+    return [(e.code, ffi.string(e.name).decode(), ffi.string(e.message).decode(),
+             ffi.string(e.exception).decode(), ffi.string(e.dlpack_exception).decode())
+            for e in entries[0:n[0]]]
 
 
-def raise_for(code, table=_GENERAL):
+_ENTRIES = _table()
+
+#: The codes, named as in C without the ``DLPX_`` prefix: ``ErrorCode.EINVAL``.
+ErrorCode: Any = enum.IntEnum(  # type: ignore[misc]
+    "ErrorCode", [(name[len("DLPX_"):], code) for code, name, *_ in _ENTRIES],
+    module=__name__)
+
+_GENERAL: dict[int, type[Exception]] = {
+    code: getattr(builtins, exc) for code, _, _, exc, _ in _ENTRIES}
+_DLPACK: dict[int, type[Exception]] = {
+    code: getattr(builtins, exc) for code, _, _, _, exc in _ENTRIES}
+
+
+def message() -> str:
+    """The detail message of the last libdlpx failure on this thread."""
+    return str(ffi.string(lib.dlpx_last_error()).decode("utf-8", "replace"))
+
+
+def raise_for(code: int, dlpack: bool = False) -> NoReturn:
     """Raises the exception for a negative libdlpx code, with its message."""
-    exc = table.get(code, RuntimeError)
-    raise exc(_message() or ffi.string(lib.dlpx_strerror(code)).decode())
+    exc = (_DLPACK if dlpack else _GENERAL).get(code, RuntimeError)
+    raise exc(message() or ffi.string(lib.dlpx_strerror(code)).decode())
 
 
-def check(code):
+def check(code: int) -> None:
     """Raises for a failed general API call; returns None on success."""
     if code:
-        raise_for(code, _GENERAL)
+        raise_for(code)
 
 
-def check_dlpack(code):
+def check_dlpack(code: int) -> None:
     """Raises for a failed DLPack protocol call (BufferError for data)."""
     if code:
-        raise_for(code, _DLPACK)
+        raise_for(code, dlpack=True)

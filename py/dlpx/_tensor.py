@@ -1,71 +1,55 @@
-"""dlpx.Tensor: a view over libdlpx memory that speaks DLPack."""
+"""dlpx.Tensor: a view over libdlpx memory that speaks DLPack.
 
+A Tensor holds exactly one thing: ``_cap``, the capsule that owns its C
+handle (plus a cache of its layout).  Python never holds the raw handle:
+every operation passes the Tensor itself to a GIL-held libdlpx function
+(dlpx._bridge), which reads the handle from the capsule while holding it.
+So deleting or replacing ``_cap`` gives a clean TypeError, never a freed
+handle in use.
+"""
+
+from __future__ import annotations
+
+import ctypes
 import operator
 import sys
+from typing import Any, Iterator, Optional
 
-from . import _bridge
-from ._dtypes import Device, DLDeviceType, as_device, dtype
-from ._errors import check
-from ._lib import ffi, lib
+from . import _bridge, _quirks
+from ._args import copy_arg, shape_arg
+from ._consume import from_dlpack
+from ._convert import to_jax, to_numpy, to_torch
+from ._create import frombuffer
+from ._devices import HOST_DEVICE_TYPES, Device, DLDeviceType, as_device
+from ._dtypes import dtype
+from ._lib import lib
 
-__all__ = ["Tensor", "wrap_new", "dlpack_fallback"]
+__all__ = ["Tensor", "dlpack_fallback"]
 
-_new = object.__new__
-_NONE = lib.DLPX_NONE
-_INT64_MAX = 2**63 - 1
+_op = _bridge.op
+_meta = _bridge.meta
 _export = _bridge.export
-_HOST_TYPES = (DLDeviceType.kDLCPU, DLDeviceType.kDLCUDAHost, DLDeviceType.kDLROCMHost)
+_copy_into = _bridge.copy_into
+OP = _bridge.OP
+_READONLY = lib.DLPX_TENSOR_READONLY
+_PADDED = lib.DLPX_TENSOR_SUBBYTE_PADDED
+_COPY = lib.DLPX_EXPORT_COPY
+_dtype_by_key = dtype._by_key
+
+# Fields of the cached layout (Tensor._m()).
+_SHAPE, _STRIDES, _DTYPE, _DEVICE, _FLAGS, _NEG, _NUMEL, _NBYTES, _PTR, _C, _F = range(11)
 
 
-def wrap_new(ptr):
-    """A Tensor owning the new dlpx_tensor* |ptr| (a cffi pointer)."""
-    t = _new(Tensor)
-    if _bridge.bind(t, int(ffi.cast("uintptr_t", ptr))) != 0:
-        raise RuntimeError(ffi.string(lib.dlpx_last_error()).decode())
-    t._p = ptr
-    return t
+def _dim(d: Any) -> int:
+    """A dimension argument: an int (libdlpx checks the range)."""
+    return operator.index(d)
 
 
-def _out():
-    return ffi.new("dlpx_tensor **")
-
-
-def _clamp(v):
-    """A slice bound as int64 (Python clamps anyway)."""
-    v = operator.index(v)
-    if v > _INT64_MAX:
-        return _INT64_MAX
-    if v < -_INT64_MAX:
-        return -_INT64_MAX
-    return v
-
-
-def _shape_arg(shape):
-    """A shape from an int or a sequence of ints, as a tuple."""
-    if isinstance(shape, tuple) and len(shape) == 1 and not isinstance(shape[0], int):
-        shape = shape[0]  # f(*shape) called with one sequence
-    try:
-        return (operator.index(shape),)
-    except TypeError:
-        pass
-    try:
-        return tuple(operator.index(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"a shape is an int or a sequence of ints, not {shape!r}") from None
-
-
-def _called_from_torch(depth):
-    """True when the function |depth| frames up belongs to PyTorch."""
-    try:
-        frame = sys._getframe(depth)
-    except ValueError:
-        return False
-    return (frame.f_globals.get("__name__") or "").startswith("torch")
-
-
-def dlpack_fallback(self, stream, max_version, dl_device, copy):
+def dlpack_fallback(self: Tensor, stream: Any, max_version: Any, dl_device: Any,
+                    copy: Any) -> Any:
     """The __dlpack__ calls libdlpx's C method hands back: any stream,
-    dl_device or copy argument, a malformed max_version, negative strides."""
+    dl_device or copy argument, a malformed max_version, negative strides,
+    read-only data."""
     if max_version is None:
         versioned = 0
     else:
@@ -78,7 +62,9 @@ def dlpack_fallback(self, stream, max_version, dl_device, copy):
             raise TypeError(
                 f"max_version must be a (major, minor) tuple of ints, not {max_version!r}") from None
         versioned = 1 if major >= 1 else 0
-    return self._dlpack_checked(stream, versioned, dl_device, copy)
+    # The C method adds no frame: frame 1 is the code that called __dlpack__.
+    torch_consumer = _quirks.torch_is_caller(sys._getframe(1))
+    return self._dlpack_checked(stream, versioned, dl_device, copy, torch_consumer)
 
 
 class Tensor:
@@ -87,351 +73,338 @@ class Tensor:
     :func:`dlpx.zeros`, :func:`dlpx.from_dlpack` and :func:`dlpx.frombuffer`;
     indexing and the shape methods give views without copying."""
 
-    # _cap: the "dlpx.tensor" capsule that owns the C handle (C destructor);
-    # _addr: its address; _p: cffi pointer (lazy); _meta: cached layout.
-    __slots__ = ("_cap", "_addr", "_p", "_meta", "__weakref__")
+    # _cap: the "dlpx.tensor" capsule that owns the C handle (its destructor
+    # is C); _meta: the cached layout, made from the handle on first use.
+    __slots__ = ("_cap", "_meta", "__weakref__")
+    _cap: Any
+    _meta: tuple[Any, ...]
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(
             "dlpx.Tensor is not constructed directly: use dlpx.empty, dlpx.zeros, "
             "dlpx.from_dlpack or dlpx.frombuffer")
 
     # ---- internals ----------------------------------------------------------
 
-    @property
-    def _ptr(self):
-        try:
-            return self._p
-        except AttributeError:
-            p = self._p = ffi.cast("dlpx_tensor *", self._addr)
-            return p
-
-    def _m(self):
-        """(shape, strides, dtype, device, flags, has_negative_stride)."""
+    def _m(self) -> tuple[Any, ...]:
+        """The layout (the _SHAPE, _STRIDES, ... fields), cached."""
         try:
             return self._meta
         except AttributeError:
             pass
-        p = self._ptr
-        dl = lib.dlpx_tensor_dltensor(p)
-        n = dl.ndim
-        shape = tuple(dl.shape[0:n]) if n else ()
-        strides = tuple(dl.strides[0:n]) if n else ()
-        m = self._meta = (
-            shape, strides, dtype._make(dl.dtype.code, dl.dtype.bits, dl.dtype.lanes),
-            Device(DLDeviceType(dl.device.device_type), dl.device.device_id),
-            lib.dlpx_tensor_flags(p),
-            0 not in shape and any(s < 0 for s, e in zip(strides, shape) if e > 1))
-        return m
-
-    def _view(self, fn, *args):
-        out = _out()
-        check(fn(self._ptr, *args, out))
-        return wrap_new(out[0])
+        m = _meta(self)
+        dt = _dtype_by_key.get(m[2])
+        if dt is None:
+            dt = dtype._make(m[2] & 0xFF, (m[2] >> 8) & 0xFF, m[2] >> 16)
+        meta = self._meta = (m[0], m[1], dt, Device(DLDeviceType(m[3]), m[4]), m[5], m[12],
+                             m[6], m[7], m[8], m[10], m[11])
+        return meta
 
     # ---- DLPack --------------------------------------------------------------
 
-    def _dlpack_checked(self, stream, versioned, dl_device, copy):
-        flags = 0
-        if copy is not None:
-            if copy is True:
-                flags = lib.DLPX_EXPORT_COPY
-            elif copy is not False:
-                raise TypeError(f"copy must be True, False or None, not {copy!r}")
-        meta = self._m()
-        if stream is not None:
-            if meta[3].device_type in _HOST_TYPES:
-                raise ValueError(f"stream must be None for a {meta[3]} tensor, not {stream!r}")
+    def _dlpack_checked(self, stream: Any, versioned: int, dl_device: Any, copy: Any,
+                        torch_consumer: bool = False) -> Any:
+        copy_arg(copy)
+        flags = _COPY if copy is True else 0
+        m = self._m()
+        if stream is not None and m[_DEVICE].device_type in HOST_DEVICE_TYPES:
+            raise ValueError(f"stream must be None for a {m[_DEVICE]} tensor, not {stream!r}")
         if dl_device is not None:
-            self._check_dl_device(dl_device, meta[3])
-        if meta[5] and not flags and _called_from_torch(3):
-            raise BufferError(
-                "PyTorch aborts the process on negative strides (pytorch#188023): "
-                "export a copy (torch.from_dlpack(t, copy=True) or t.contiguous())")
-        return _export(self._cap, versioned, flags)
+            self._check_dl_device(dl_device, m[_DEVICE])
+        if torch_consumer and not flags:
+            if m[_NEG]:
+                raise BufferError(_quirks.TORCH_NEGATIVE_STRIDES)
+            if m[_FLAGS] & _READONLY:
+                if copy is False:
+                    raise BufferError(f"{_quirks.TORCH_READONLY}: this read-only tensor can "
+                                      "reach PyTorch only as a copy (copy=None or copy=True)")
+                flags = _COPY  # a private copy, marked IS_COPIED
+        return _export(self, versioned, flags)
 
     @staticmethod
-    def _check_dl_device(dl_device, have):
+    def _check_dl_device(dl_device: Any, have: Device) -> None:
         try:
             want = as_device(tuple(dl_device))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"dl_device must be a (device_type, device_id) tuple: {exc}") from None
         if want != have:
-            raise BufferError(f"dlpx cannot export a {have} tensor to {want} without a device copy")
+            raise BufferError(f"dlpx cannot export a {have} tensor to {want} without a "
+                              "device copy")
 
     # ---- layout ----------------------------------------------------------------
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         """Extents, a tuple of ints."""
-        return self._m()[0]
+        return self._m()[_SHAPE]  # type: ignore[no-any-return]
 
     @property
-    def strides(self):
+    def strides(self) -> tuple[int, ...]:
         """Strides in elements (as PyTorch's stride())."""
-        return self._m()[1]
+        return self._m()[_STRIDES]  # type: ignore[no-any-return]
 
     @property
-    def byte_strides(self):
+    def byte_strides(self) -> tuple[int, ...]:
         """Strides in bytes (as NumPy's strides); ValueError for packed
         sub-byte dtypes, whose elements have no byte address."""
         m = self._m()
-        bits = m[2].bits * m[2].lanes
-        if m[4] & lib.DLPX_TENSOR_SUBBYTE_PADDED:
-            bits = 8
+        bits = 8 if m[_FLAGS] & _PADDED else m[_DTYPE].bits * m[_DTYPE].lanes
         if bits % 8:
-            raise ValueError(f"packed {m[2].name} elements have no byte strides")
-        return tuple(s * (bits // 8) for s in m[1])
+            raise ValueError(f"packed {m[_DTYPE].name} elements have no byte strides")
+        return tuple(s * (bits // 8) for s in m[_STRIDES])
 
-    def stride(self, dim=None):
+    def stride(self, dim: Optional[int] = None) -> Any:
         """Strides in elements, or the stride of one dimension (PyTorch)."""
-        s = self._m()[1]
+        s = self._m()[_STRIDES]
         return s if dim is None else s[dim]
 
     @property
-    def dtype(self):
-        return self._m()[2]
+    def dtype(self) -> dtype:
+        return self._m()[_DTYPE]  # type: ignore[no-any-return]
 
     @property
-    def device(self):
-        return self._m()[3]
+    def device(self) -> Device:
+        return self._m()[_DEVICE]  # type: ignore[no-any-return]
 
     @property
-    def ndim(self):
-        return len(self._m()[0])
+    def ndim(self) -> int:
+        return len(self._m()[_SHAPE])
 
     @property
-    def size(self):
+    def size(self) -> int:
         """Number of elements."""
-        return lib.dlpx_tensor_numel(self._ptr)
+        return self._m()[_NUMEL]  # type: ignore[no-any-return]
 
-    def numel(self):
-        return lib.dlpx_tensor_numel(self._ptr)
+    def numel(self) -> int:
+        return self._m()[_NUMEL]  # type: ignore[no-any-return]
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         """Bytes of the elements if stored contiguously."""
-        return lib.dlpx_tensor_nbytes(self._ptr)
+        return self._m()[_NBYTES]  # type: ignore[no-any-return]
 
     @property
-    def itemsize(self):
+    def itemsize(self) -> int | float:
         """Bytes per element (a fraction for packed sub-byte dtypes)."""
         m = self._m()
-        return 1 if m[4] & lib.DLPX_TENSOR_SUBBYTE_PADDED else m[2].itemsize
+        return 1 if m[_FLAGS] & _PADDED else m[_DTYPE].itemsize  # type: ignore[no-any-return]
 
     @property
-    def readonly(self):
-        return bool(self._m()[4] & lib.DLPX_TENSOR_READONLY)
+    def readonly(self) -> bool:
+        return bool(self._m()[_FLAGS] & _READONLY)
 
     @property
-    def data_ptr(self):
+    def data_ptr(self) -> int:
         """Address of element 0 (an int)."""
-        return int(ffi.cast("uintptr_t", lib.dlpx_tensor_data(self._ptr)))
+        return self._m()[_PTR]  # type: ignore[no-any-return]
 
-    def is_contiguous(self, order="C"):
+    def is_contiguous(self, order: str = "C") -> bool:
         if order == "C":
-            return bool(lib.dlpx_tensor_is_c_contiguous(self._ptr))
+            return bool(self._m()[_C])
         if order == "F":
-            return bool(lib.dlpx_tensor_is_f_contiguous(self._ptr))
+            return bool(self._m()[_F])
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
 
-    def __len__(self):
-        shape = self._m()[0]
+    def __len__(self) -> int:
+        shape = self._m()[_SHAPE]
         if not shape:
             raise TypeError("len() of a 0-d tensor")
-        return shape[0]
+        return shape[0]  # type: ignore[no-any-return]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tensor]:
         for i in range(len(self)):
             yield self[i]
 
-    def __repr__(self):
-        m = self._m()
-        extra = ", readonly=True" if m[4] & lib.DLPX_TENSOR_READONLY else ""
-        return (f"dlpx.Tensor(shape={m[0]}, strides={m[1]}, dtype={m[2].name}, "
-                f"device={m[3]}{extra})")
+    def __repr__(self) -> str:
+        try:
+            m = self._m()
+        except TypeError:
+            return "<dlpx.Tensor without a tensor handle>"
+        extra = ", readonly=True" if m[_FLAGS] & _READONLY else ""
+        return (f"dlpx.Tensor(shape={m[_SHAPE]}, strides={m[_STRIDES]}, "
+                f"dtype={m[_DTYPE].name}, device={m[_DEVICE]}{extra})")
 
     # ---- views -------------------------------------------------------------------
 
-    def __getitem__(self, key):
-        if not isinstance(key, tuple):
-            key = (key,)
-        n = len(key)
-        items = ffi.new("dlpx_index[]", n)
-        for i, k in enumerate(key):
-            item = items[i]
-            if isinstance(k, slice):
-                item.kind = lib.DLPX_INDEX_SLICE
-                try:
-                    item.start = _NONE if k.start is None else _clamp(k.start)
-                    item.stop = _NONE if k.stop is None else _clamp(k.stop)
-                    item.step = _NONE if k.step is None else _clamp(k.step)
-                except TypeError:
-                    raise TypeError(f"slice indices must be integers or None, not {k!r}") from None
-            elif k is None:
-                item.kind = lib.DLPX_INDEX_NEWAXIS
-            elif k is Ellipsis:
-                item.kind = lib.DLPX_INDEX_ELLIPSIS
-            elif isinstance(k, bool) or not hasattr(type(k), "__index__"):
-                raise IndexError(
-                    "only integers, slices (`:`), ellipsis (`...`) and None (`newaxis`) are "
-                    f"valid indices, not {type(k).__name__}")
-            else:
-                v = operator.index(k)
-                if not -_INT64_MAX <= v <= _INT64_MAX:
-                    raise IndexError(f"index {v} is out of bounds")
-                item.kind = lib.DLPX_INDEX_INT
-                item.start = v
-        return self._view(lib.dlpx_tensor_index, n, items)
+    def __getitem__(self, key: Any) -> Tensor:
+        """NumPy basic indexing: ints, slices, ``...`` and ``None``."""
+        return _op(self, OP.INDEX, key)  # type: ignore[no-any-return]
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: Any, value: Any) -> None:
         """``t[key] = src`` copies a tensor (anything with __dlpack__) of the
-        same dtype, broadcast to the indexed shape."""
+        same dtype, or a scalar (through NumPy), broadcast to the indexed
+        shape."""
         self[key].copy_(value)
 
     @property
-    def T(self):
+    def T(self) -> Tensor:
         """The dimensions reversed (NumPy's .T)."""
-        return self._view(lib.dlpx_tensor_transpose)
+        return _op(self, OP.TRANSPOSE, None)  # type: ignore[no-any-return]
 
     @property
-    def mT(self):
+    def mT(self) -> Tensor:
         """The last two dimensions swapped."""
         if self.ndim < 2:
             raise ValueError("mT needs at least 2 dimensions")
         return self.swapaxes(-1, -2)
 
-    def permute(self, *dims):
+    def permute(self, *dims: Any) -> Tensor:
         """Reorders the dimensions: result dimension i is dims[i]."""
-        dims = _shape_arg(dims)
-        axes = ffi.new("int32_t[]", dims)
-        return self._view(lib.dlpx_tensor_permute, len(dims), axes)
+        return _op(self, OP.PERMUTE, shape_arg(dims))  # type: ignore[no-any-return]
 
-    def swapaxes(self, a, b):
+    def swapaxes(self, a: int, b: int) -> Tensor:
         order = list(range(self.ndim))
         try:
-            order[a], order[b] = order[b], order[a]
+            order[_dim(a)], order[_dim(b)] = order[_dim(b)], order[_dim(a)]
         except IndexError:
             raise IndexError(f"axes ({a}, {b}) out of range for {self.ndim} dimensions") from None
         return self.permute(order)
 
-    def reshape(self, *shape):
+    def reshape(self, *shape: Any) -> Tensor:
         """A view with a new shape (one extent may be -1) when the strides
         allow it, else a C-contiguous copy (as NumPy and PyTorch)."""
-        shape = _shape_arg(shape)
-        out = _out()
-        arr = ffi.new("int64_t[]", shape)
-        rc = lib.dlpx_tensor_reshape(self._ptr, len(shape), arr, out)
-        if rc == lib.DLPX_ELAYOUT:
-            return self.contiguous().reshape(shape)
-        check(rc)
-        return wrap_new(out[0])
+        return _op(self, OP.RESHAPE_ANY, shape_arg(shape))  # type: ignore[no-any-return]
 
-    def view(self, *spec):
+    def view(self, *spec: Any) -> Tensor:
         """``view(shape...)``: a view with a new shape, ValueError when the
         strides do not allow one.  ``view(dtype)``: the same bytes read as
-        another dtype of the same width."""
-        if len(spec) == 1 and (isinstance(spec[0], (str, dtype)) or
-                               not isinstance(spec[0], (int, tuple, list))):
-            try:
-                dt = dtype(spec[0])
-            except TypeError:
-                dt = None
-            if dt is not None:
-                d = ffi.new("DLDataType *", {"code": dt.code, "bits": dt.bits, "lanes": dt.lanes})
-                return self._view(lib.dlpx_tensor_view_as, d[0])
-        shape = _shape_arg(spec)
-        return self._view(lib.dlpx_tensor_reshape, len(shape), ffi.new("int64_t[]", shape))
+        another dtype of the same width (a name, a dlpx, NumPy or PyTorch
+        dtype)."""
+        if len(spec) == 1:
+            s = spec[0]
+            if s is None:
+                raise TypeError("view() needs a shape or a dtype, not None")
+            if isinstance(s, (str, dtype)):
+                return _op(self, OP.VIEW_DTYPE, dtype(s).key)  # type: ignore[no-any-return]
+            if not isinstance(s, (int, tuple, list)):
+                try:
+                    dt = dtype(s)
+                except TypeError:
+                    dt = None
+                if dt is not None:
+                    return _op(self, OP.VIEW_DTYPE, dt.key)  # type: ignore[no-any-return]
+        return _op(self, OP.RESHAPE, shape_arg(spec))  # type: ignore[no-any-return]
 
-    def squeeze(self, dim=None):
-        return self._view(lib.dlpx_tensor_squeeze, lib.DLPX_ALL_DIMS if dim is None else dim)
+    def squeeze(self, dim: Optional[int] = None) -> Tensor:
+        """Without the dimension |dim| of extent 1, or every one (None)."""
+        return _op(self, OP.SQUEEZE, None if dim is None else _dim(dim))  # type: ignore[no-any-return]
 
-    def unsqueeze(self, dim):
-        return self._view(lib.dlpx_tensor_unsqueeze, dim)
+    def unsqueeze(self, dim: int) -> Tensor:
+        """With a new dimension of extent 1 at |dim| (PyTorch)."""
+        return _op(self, OP.UNSQUEEZE, _dim(dim))  # type: ignore[no-any-return]
 
-    def broadcast_to(self, shape):
-        shape = _shape_arg(shape)
-        return self._view(lib.dlpx_tensor_broadcast_to, len(shape), ffi.new("int64_t[]", shape))
+    def broadcast_to(self, shape: Any) -> Tensor:
+        return _op(self, OP.BROADCAST, shape_arg(shape))  # type: ignore[no-any-return]
 
-    def as_readonly(self):
+    def as_readonly(self) -> Tensor:
         """A read-only view of the same data."""
-        return self._view(lib.dlpx_tensor_with_flags, lib.DLPX_TENSOR_READONLY)
+        return _op(self, OP.READONLY, None)  # type: ignore[no-any-return]
 
     # ---- copies -------------------------------------------------------------------
 
-    def contiguous(self):
+    def contiguous(self) -> Tensor:
         """This tensor if C-contiguous (a new handle), else a C-contiguous copy."""
-        return self._view(lib.dlpx_tensor_contiguous)
+        return _op(self, OP.CONTIGUOUS, None)  # type: ignore[no-any-return]
 
-    def copy(self, order="C"):
+    def copy(self, order: str = "C") -> Tensor:
         """A new, writable copy in C (default) or F order."""
-        if order not in ("C", "F"):
-            raise ValueError(f"order must be 'C' or 'F', not {order!r}")
-        return self._view(lib.dlpx_tensor_copy, order.encode())
+        if order == "C":
+            return _op(self, OP.COPY_C, None)  # type: ignore[no-any-return]
+        if order == "F":
+            return _op(self, OP.COPY_F, None)  # type: ignore[no-any-return]
+        raise ValueError(f"order must be 'C' or 'F', not {order!r}")
 
-    def clone(self):
+    def clone(self) -> Tensor:
         return self.copy()
 
-    def _padded_copy(self):
+    def _padded_copy(self) -> Tensor:
         """A C-contiguous copy storing each sub-byte element in a byte."""
-        m = self._m()
-        dt = m[2]
-        d = ffi.new("DLDataType *", {"code": dt.code, "bits": dt.bits, "lanes": dt.lanes})
-        out = _out()
-        check(lib.dlpx_tensor_new(d[0], len(m[0]), ffi.new("int64_t[]", m[0]),
-                                  lib.DLPX_TENSOR_SUBBYTE_PADDED, 1, out))
-        t = wrap_new(out[0])
-        check(lib.dlpx_tensor_copy_into(t._ptr, self._ptr))
-        return t
+        return _op(self, OP.COPY_PADDED, None)  # type: ignore[no-any-return]
 
-    def copy_(self, src):
-        """Copies |src| (a dlpx.Tensor or any DLPack producer) of the same
-        dtype into this tensor, broadcasting |src| to this shape.  Overlapping
-        memory is handled.  Returns self."""
-        from ._create import from_dlpack
-
-        if not isinstance(src, Tensor):
-            src = from_dlpack(src)
+    def copy_(self, src: Any) -> Tensor:
+        """Copies |src| (a dlpx.Tensor, any DLPack producer, or a scalar) of
+        the same dtype into this tensor, broadcasting |src| to this shape.
+        Overlapping memory is handled.  Returns self."""
+        if type(src) is not Tensor:
+            src = self._source(src)
         if src.shape != self.shape:
             src = src.broadcast_to(self.shape)
-        check(lib.dlpx_tensor_copy_into(self._ptr, src._ptr))
+        _copy_into(self, src)
         return self
+
+    def _source(self, value: Any) -> Tensor:
+        if hasattr(value, "__dlpack__") or type(value).__name__ == "PyCapsule":
+            return from_dlpack(value)  # type: ignore[no-any-return]
+        np = sys.modules.get("numpy")
+        if np is None:
+            raise TypeError(f"cannot copy a {type(value).__name__} into a dlpx.Tensor: it has "
+                            "no __dlpack__ (scalars and sequences need NumPy)")
+        return from_dlpack(np.asarray(value, dtype=self.dtype.numpy))  # type: ignore[no-any-return]
+
+    def __copy__(self) -> Tensor:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
+        return self.copy()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickles by value (host tensors): the elements in C order, as
+        NumPy and PyTorch do."""
+        m = self._m()
+        if m[_DEVICE].device_type not in HOST_DEVICE_TYPES:
+            raise TypeError(f"cannot pickle a {m[_DEVICE]} tensor")
+        padded = bool(m[_FLAGS] & _PADDED)
+        c = self._padded_copy() if padded else self.copy()
+        data = ctypes.string_at(c.data_ptr, c.nbytes) if c.nbytes else b""
+        return (_rebuild, (data, m[_DTYPE].name, m[_SHAPE], padded,
+                           _quirks.readonly_on_purpose(m[_FLAGS])))
 
     # ---- conversions ------------------------------------------------------------------
 
-    def numpy(self, *, copy=None):
+    def numpy(self, *, copy: Optional[bool] = None) -> Any:
         """A NumPy array over the same memory (no copy unless ``copy=True``,
         or ``copy=None`` and NumPy cannot hold the layout).  bfloat16 and the
         float8/6/4 types come out as ml_dtypes dtypes."""
-        from ._convert import to_numpy
-
         return to_numpy(self, copy)
 
-    def torch(self, *, copy=None):
+    def torch(self, *, copy: Optional[bool] = None) -> Any:
         """A torch.Tensor over the same memory.  PyTorch has no read-only
         tensors and aborts on negative strides, so those need a copy:
         ``copy=None`` makes one, ``copy=False`` raises BufferError."""
-        from ._convert import to_torch
-
         return to_torch(self, copy)
 
-    def jax(self, *, copy=None):
+    def jax(self, *, copy: Optional[bool] = None) -> Any:
         """A jax.Array over the same memory when JAX can take it zero-copy
         (C-contiguous, writable, and aligned as JAX's CPU backend wants: 64
         bytes, which dlpx's allocations are); otherwise a copy
         (``copy=None``) or BufferError (``copy=False``)."""
-        from ._convert import to_jax
-
         return to_jax(self, copy)
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> Any:
         arr = self.numpy(copy=copy)
         return arr if dtype is None else arr.astype(dtype, copy=False)
 
-    def tolist(self):
+    def tolist(self) -> Any:
         return self.numpy().tolist()
 
 
-Tensor.__dlpack_c_exchange_api__ = _bridge.exchange_api_capsule()
+def _rebuild(data: bytes, name: str, shape: tuple[int, ...], padded: bool,
+             readonly: bool) -> Tensor:
+    """Unpickles a Tensor (see Tensor.__reduce__)."""
+    dt = dtype(name)
+    numel = 1
+    for n in shape:
+        numel *= n
+    buf = bytearray(data)
+    if padded:
+        t = frombuffer(buf, "uint8").view(dt)
+    else:
+        t = frombuffer(buf, dt, count=numel)
+    t = t.reshape(shape)
+    return t.as_readonly() if readonly else t  # type: ignore[no-any-return]
+
+
+Tensor.__dlpack_c_exchange_api__ = _bridge.exchange_api_capsule()  # type: ignore[attr-defined]
 # __dlpack__ and __dlpack_device__ are C methods from libdlpx (see
-# dlpx_py_method_defs); they are installed once the bridge is registered.
+# dlpx_py_method_defs); the package installs them once the bridge is
+# registered.

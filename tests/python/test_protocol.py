@@ -471,5 +471,5 @@ def test_torch_exchange_api_is_used_as_consumer():
     x = torch.arange(6.0)
     u = dlpx.from_dlpack(x)
     assert u.data_ptr == x.data_ptr()
-    from dlpx import _create
-    assert _create._exchange_tables.get(torch.Tensor)  # the fast lane was taken
+    from dlpx import _consume
+    assert _consume._lanes.get(torch.Tensor)  # the fast lane was taken

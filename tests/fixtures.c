@@ -1,31 +1,32 @@
-/* fake_managed.h - foreign DLPack producers for the tests: managed tensors
- * whose deleters count their calls. */
-#ifndef DLPX_TESTS_FAKE_MANAGED_H
-#define DLPX_TESTS_FAKE_MANAGED_H
+/* fixtures.c - shared C test fixtures (see fixtures.h). */
+#include "config.h"
 
-#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <dlpx/dlpx.h>
+#include "fixtures.h"
 
-static atomic_int fake_deleted; /* deleter calls, all fakes */
+atomic_int fake_deleted;
 
-typedef struct {
-  DLManagedTensorVersioned mt;
-  int64_t shape[8];
-  int64_t strides[8];
-  void *buffer;
-} fake_versioned;
+DLDataType dt(const char *name) {
+  DLDataType d = {0, 0, 0};
+  if (dlpx_dtype_parse(name, &d) != 0) {
+    fprintf(stderr, "# bad dtype name in test: %s\n", name);
+    exit(2);
+  }
+  return d;
+}
 
-typedef struct {
-  DLManagedTensor mt;
-  int64_t shape[8];
-  int64_t strides[8];
-  void *buffer;
-} fake_legacy;
+dlpx_tensor *fixture_arange_f32(int32_t ndim, const int64_t *shape) {
+  dlpx_tensor *t = NULL;
+  if (dlpx_tensor_empty(dt("float32"), ndim, shape, &t) != 0) return NULL;
+  float *p = dlpx_tensor_data(t);
+  for (int64_t i = 0; i < dlpx_tensor_numel(t); i++) p[i] = (float)i;
+  return t;
+}
 
-static void fake_versioned_deleter(DLManagedTensorVersioned *self) {
+void fake_versioned_deleter(DLManagedTensorVersioned *self) {
   fake_versioned *f = self->manager_ctx;
   free(f->buffer);
   free(f);
@@ -39,10 +40,9 @@ static void fake_legacy_deleter(DLManagedTensor *self) {
   atomic_fetch_add(&fake_deleted, 1);
 }
 
-/* A C-contiguous float32 tensor of |ndim| <= 8 dims holding 0, 1, 2, ...
- * (strides filled in; pass them NULL afterwards to test that case). */
-static inline fake_versioned *fake_new(int32_t ndim, const int64_t *shape) {
+fake_versioned *fake_new(int32_t ndim, const int64_t *shape) {
   fake_versioned *f = calloc(1, sizeof *f);
+  if (!f) abort();
   int64_t n = 1;
   for (int32_t i = ndim - 1; i >= 0; i--) {
     f->shape[i] = shape[i];
@@ -50,6 +50,7 @@ static inline fake_versioned *fake_new(int32_t ndim, const int64_t *shape) {
     n *= shape[i];
   }
   f->buffer = malloc((size_t)(n ? n : 1) * sizeof(float));
+  if (!f->buffer) abort();
   for (int64_t i = 0; i < n; i++) ((float *)f->buffer)[i] = (float)i;
   f->mt.version.major = 1;
   f->mt.version.minor = 0;
@@ -69,9 +70,10 @@ static inline fake_versioned *fake_new(int32_t ndim, const int64_t *shape) {
   return f;
 }
 
-static inline fake_legacy *fake_legacy_new(int32_t ndim, const int64_t *shape) {
+fake_legacy *fake_legacy_new(int32_t ndim, const int64_t *shape) {
   fake_versioned *v = fake_new(ndim, shape);
   fake_legacy *f = calloc(1, sizeof *f);
+  if (!f) abort();
   memcpy(f->shape, v->shape, sizeof f->shape);
   memcpy(f->strides, v->strides, sizeof f->strides);
   f->buffer = v->buffer;
@@ -83,5 +85,3 @@ static inline fake_legacy *fake_legacy_new(int32_t ndim, const int64_t *shape) {
   free(v);
   return f;
 }
-
-#endif

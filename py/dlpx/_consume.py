@@ -1,0 +1,135 @@
+"""dlpx as a DLPack consumer: :func:`from_dlpack` takes anything that speaks
+DLPack (or a raw capsule) and returns a dlpx.Tensor over the same memory."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Optional
+
+from . import _bridge, _quirks
+from ._devices import DeviceLike, as_device
+from ._dtypes import dtype
+from ._lib import lib
+
+__all__ = ["from_dlpack", "MAX_VERSION"]
+
+#: The DLPack version dlpx asks producers for.
+MAX_VERSION = (lib.DLPACK_MAJOR_VERSION, lib.DLPACK_MINOR_VERSION)
+_LEGACY_RO = lib.DLPX_IMPORT_LEGACY_READONLY
+_consume = _bridge.consume
+_consume_exchange = _bridge.consume_exchange
+_OP_CLONE = _bridge.OP.CLONE
+_op = _bridge.op
+
+_CapsuleType = type(_bridge.exchange_api_capsule())
+
+# producer type -> (exchange API table address, guard), or None: no lane
+_lanes: dict[type, Optional[tuple[int, Callable[[Any], bool]]]] = {}
+
+
+_UNKNOWN: Any = object()
+
+
+def _lane(kind: type) -> Optional[tuple[int, Callable[[Any], bool]]]:
+    try:
+        return _lanes[kind]
+    except KeyError:
+        lane = _lanes[kind] = _quirks.exchange_lane(kind)
+        return lane
+
+
+def from_dlpack(x: Any, /, *, device: Optional[DeviceLike] = None,
+                copy: Optional[bool] = None) -> Any:
+    """A dlpx.Tensor over the data of |x| (any object with ``__dlpack__``,
+    or a DLPack capsule), without copying.
+
+    Uses the producer's DLPack C exchange API when its type offers one, else
+    ``x.__dlpack__(max_version=(1, 3))``, falling back to a plain
+    ``x.__dlpack__()`` for producers older than DLPack 1.0.  Data that came
+    in a legacy capsule is read-only (such capsules cannot say whether it may
+    be written) but may leave dlpx as a legacy capsule again; read-only
+    producers stay read-only.
+
+    ``device``: the device the result must be on (only the producer can move
+    data; dlpx never copies between devices).  ``copy``: True always copies,
+    False never does, None copies only if it must (a PyTorch tensor with its
+    negative or conjugate bit set, say).
+    """
+    kind = type(x)
+    if kind is _bridge.tensor_type():
+        if device is not None and as_device(device) != x.device:
+            raise BufferError(f"dlpx cannot move a {x.device} tensor to {device}")
+        return x.copy() if copy else _op(x, _OP_CLONE, None)
+    if kind is _CapsuleType:
+        if device is not None or copy is not None:
+            return _finish(_consume(x, _LEGACY_RO), device, copy)
+        return _consume(x, _LEGACY_RO)
+    if device is None and copy is None:
+        lane = _lanes.get(kind, _UNKNOWN)
+        if lane is _UNKNOWN:
+            lane = _lane(kind)
+        if lane is not None and lane[1](x):
+            try:
+                return _consume_exchange(lane[0], x, _LEGACY_RO)
+            except RuntimeError as exc:  # pytorch#150691: what the array API calls BufferError
+                raise BufferError(f"{kind.__name__} cannot export this tensor: {exc}") from exc
+    return _from_dunder(x, device, copy)
+
+
+def _from_dunder(x: Any, device: Optional[DeviceLike], copy: Optional[bool]) -> Any:
+    """Through x.__dlpack__, with the keywords the request needs."""
+    if copy is not None and not isinstance(copy, bool):
+        raise TypeError(f"copy must be True, False or None, not {copy!r}")
+    try:
+        method = x.__dlpack__
+    except AttributeError:
+        raise TypeError(f"{type(x).__name__} does not support DLPack "
+                        "(it has no __dlpack__ method)") from None
+    x2 = _quirks.torch_prepare(x, copy)
+    resolved = x2 is not x  # already a private copy
+    if resolved:
+        method, copy = x2.__dlpack__, None
+    kwargs: dict[str, Any] = {"max_version": MAX_VERSION}
+    if copy is not None:
+        kwargs["copy"] = copy
+    if device is not None:
+        target = as_device(device)
+        kwargs["dl_device"] = (int(target.device_type), target.device_id)
+    producer_copied = copy is not None
+    try:
+        try:
+            cap = method(**kwargs)
+        except TypeError:
+            producer_copied = False
+            cap = method()  # a producer older than DLPack 1.0
+    except BufferError:
+        ml = _quirks.ml_dtypes_raw(x)
+        if ml is None:
+            raise
+        return _finish(from_dlpack(ml[0]).view(dtype(ml[1])), device, copy)
+    except (NotImplementedError, ValueError) as exc:
+        # A producer that cannot serve the requested device says so in its own
+        # way (PyTorch: NotImplementedError, NumPy 2.2: ValueError); the
+        # protocol's word for it is BufferError.
+        if device is None:
+            raise
+        raise BufferError(f"{type(x).__name__} cannot export to {device}: {exc}") from exc
+    except RuntimeError as exc:
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(x, torch.Tensor):
+            raise
+        raise BufferError(f"PyTorch cannot export this tensor: {exc}") from exc
+    # A producer that accepted copy=True (a DLPack >= 1.0 keyword) made a
+    # private copy: it is ours to write even if it came in a legacy capsule.
+    private = resolved or (copy is True and producer_copied)
+    t = _consume(cap, 0 if private else _LEGACY_RO)
+    return _finish(t, device, None if producer_copied or resolved else copy)
+
+
+def _finish(t: Any, device: Optional[DeviceLike], copy: Optional[bool]) -> Any:
+    """Applies device/copy requests the producer could not handle."""
+    if device is not None and as_device(device) != t.device:
+        raise BufferError(f"the producer gave a {t.device} tensor, not {device}")
+    if copy:
+        return t.copy()
+    return t

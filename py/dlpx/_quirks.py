@@ -1,0 +1,175 @@
+"""Every framework quirk dlpx works around, in one place.  Each is named by
+the upstream issue that describes it, and tests/python/test_quirks.py has a
+test named after that issue for each.
+
+PyTorch
+  pytorch#188023  torch.from_dlpack aborted the whole process on negative
+                  strides (older releases still do): PyTorch, as consumer,
+                  gets a BufferError instead.
+  pytorch#188554  PyTorch has no read-only tensors and its importer ignores
+                  DLPack's READ_ONLY flag (read-only support exists only for
+                  export): read-only data (a bytes object, JAX's immutable
+                  buffers) reaches PyTorch as a private copy (copy=None) or
+                  not at all (copy=False).
+  pytorch#56058   The negative and conjugate bits: torch.Tensor.__dlpack__
+                  refuses the conjugate bit but exports a tensor with the
+                  negative bit (x.conj().imag) as if the bit were clear, so
+                  its values arrive with the wrong sign.  dlpx resolves both
+                  bits (a copy) or refuses with copy=False.
+  pytorch#150691  PyTorch's exports raise RuntimeError for what the array API
+                  calls BufferError (sparse, mkldnn, quantized tensors); the
+                  C exchange API of torch.Tensor skips the checks its
+                  __dlpack__ makes (gradients, conjugate and negative bits,
+                  overrides in subclasses): dlpx takes that lane only for
+                  plain host torch.Tensor objects and says BufferError.
+  The consumer is recognised by the module of the code that calls
+  __dlpack__: torch's own package ("torch" or "torch.*"), never a prefix
+  match (torchvision or a user's torchhelpers.py are not PyTorch).
+
+NumPy and ml_dtypes
+  numpy#31256     NumPy refuses to export arrays of ml_dtypes types
+                  (bfloat16, float8/6/4, complex32) through DLPack: dlpx
+                  imports their bytes as unsigned integers of the same width
+                  and reads them as that dtype.
+
+JAX
+  jax#29810       JAX's CPU backend aliases only data aligned to 64 bytes and
+                  silently copies the rest; it also speaks only legacy
+                  (unversioned) DLPack, so data read-only on purpose cannot
+                  reach it without a copy (data that came from a legacy
+                  capsule, JAX's own included, goes back zero-copy).
+"""
+
+from __future__ import annotations
+
+import sys
+from types import FrameType
+from typing import Any, Callable, Optional
+
+from . import _capi
+from ._lib import lib
+
+__all__ = ["torch_is_caller", "TORCH_NEGATIVE_STRIDES", "TORCH_READONLY", "exchange_lane",
+           "torch_prepare", "ml_dtypes_raw", "JAX_ALIGNMENT", "JAX_READONLY", "jax_copied"]
+
+# ---- PyTorch as consumer -------------------------------------------------------
+
+TORCH_NEGATIVE_STRIDES = ("PyTorch aborts the process on negative strides (pytorch#188023): "
+                          "export a copy (torch.from_dlpack(t, copy=True) or t.contiguous())")
+TORCH_READONLY = ("PyTorch has no read-only tensors and ignores DLPack's READ_ONLY flag "
+                  "(pytorch#188554)")
+
+
+def _is_torch_module(name: str) -> bool:
+    return name == "torch" or name.startswith("torch.")
+
+
+def torch_is_caller(frame: Optional[FrameType]) -> bool:
+    """True when |frame| (the code that called __dlpack__) belongs to
+    PyTorch's own package."""
+    if frame is None or "torch" not in sys.modules:
+        return False
+    return _is_torch_module(frame.f_globals.get("__name__") or "")
+
+
+# ---- PyTorch as producer -------------------------------------------------------
+
+
+def _torch_plain(x: Any) -> bool:
+    """The exchange lane skips what torch.Tensor.__dlpack__ checks and never
+    synchronizes streams: plain host tensors only."""
+    return bool(x.is_cpu and not (x.requires_grad or x.is_conj() or x.is_neg()))
+
+
+def _host_producer(x: Any) -> bool:
+    """Other producers: the exchange lane does no stream synchronization,
+    so use it for host data only."""
+    return bool(x.__dlpack_device__()[0] == lib.kDLCPU)
+
+
+def exchange_lane(kind: type) -> tuple[int, Callable[[Any], bool]] | None:
+    """(table address, guard) when instances of |kind| may be imported
+    through its DLPack C exchange API, else None.  Only the class that
+    defines the table itself takes the lane: a subclass may override
+    __dlpack__ (or __torch_function__), which the table would bypass."""
+    cap = kind.__dict__.get("__dlpack_c_exchange_api__")
+    if cap is None:
+        return None
+    try:
+        if not _capi.capsule_is_valid(cap, b"dlpack_exchange_api"):
+            return None
+        addr = _capi.capsule_get_pointer(cap, b"dlpack_exchange_api") or 0
+    except (TypeError, ValueError):  # not a capsule
+        return None
+    if not addr:
+        return None
+    torch = sys.modules.get("torch")
+    guard = _torch_plain if torch is not None and kind is torch.Tensor else _host_producer
+    return addr, guard
+
+
+def torch_prepare(x: Any, copy: Optional[bool]) -> Any:
+    """|x| ready for torch.Tensor.__dlpack__: a tensor with the negative or
+    conjugate bit set resolved into a copy (pytorch#56058), or BufferError
+    when copy=False forbids that.  Other objects pass unchanged."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor):
+        return x
+    if type(x).__dlpack__ is not torch.Tensor.__dlpack__:
+        return x  # the subclass's own __dlpack__ decides
+    if x.layout is not torch.strided:
+        return x  # torch raises BufferError itself
+    bits = [name for name, on in (("negative", x.is_neg()), ("conjugate", x.is_conj())) if on]
+    if not bits:
+        return x
+    if copy is False:
+        raise BufferError(f"this PyTorch tensor has its {' and '.join(bits)} bit set: its "
+                          "memory does not hold its values, so it cannot be shared without a "
+                          "copy (pass copy=None or copy=True, or call x.resolve_neg() / "
+                          "x.resolve_conj())")
+    if x.requires_grad:
+        return x  # torch refuses it (BufferError) before looking at the bits
+    return x.resolve_conj().resolve_neg()
+
+
+# ---- NumPy with ml_dtypes ------------------------------------------------------
+
+_RAW = {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}
+
+
+def ml_dtypes_raw(x: Any) -> tuple[Any, str] | None:
+    """(|x| viewed as unsigned integers, the ml_dtypes dtype name) for a
+    NumPy array of an ml_dtypes type, which NumPy refuses to export
+    (numpy#31256); None for anything else."""
+    np = sys.modules.get("numpy")
+    if np is None or not isinstance(x, np.ndarray):
+        return None
+    if not (x.dtype.type.__module__ or "").startswith("ml_dtypes"):
+        return None
+    raw = _RAW.get(x.dtype.itemsize)
+    if raw is None:
+        return None
+    return x.view(raw), x.dtype.name
+
+
+# ---- JAX ----------------------------------------------------------------------
+
+#: JAX's CPU backend aliases only data aligned to this many bytes (jax#29810).
+JAX_ALIGNMENT = 64
+JAX_READONLY = "JAX asks for legacy DLPack capsules, which cannot carry read-only data"
+
+
+def jax_copied(out: Any, src_ptr: int) -> bool:
+    """True when JAX copied the data instead of aliasing it (jax#29810)."""
+    return bool(out.unsafe_buffer_pointer() != src_ptr)
+
+
+# Readability for callers: the flags the quirks look at.
+READONLY_ON_PURPOSE = lib.DLPX_TENSOR_READONLY
+LEGACY_READONLY = lib.DLPX_TENSOR_LEGACY_READONLY
+
+
+def readonly_on_purpose(flags: int) -> bool:
+    """Read-only because someone said so, not because a legacy capsule could
+    not say otherwise."""
+    return bool(flags & READONLY_ON_PURPOSE) and not flags & LEGACY_READONLY
