@@ -85,16 +85,22 @@ def _soname(bdir):
 
 class BuildPy(build_py):
     def run(self):
+        # setuptools reuses build/lib: files a previous version shipped must
+        # not reach this wheel
+        shutil.rmtree(os.path.join(self.build_lib, "dlpx"), ignore_errors=True)
         super().run()
         if os.environ.get("DLPX_SKIP_LIB_BUILD"):
             return
         so, bdir, src = build_libdlpx(os.path.join(ROOT, "build", "setuptools"))
         pkg = os.path.join(self.build_lib, "dlpx")
         os.makedirs(pkg, exist_ok=True)
-        shutil.copyfile(so, os.path.join(pkg, "libdlpx.so"))
+        # under its soname, so C programs linked against the shipped copy
+        # (with dlpx.include_dir()) find it at run time
+        soname = _soname(bdir)
+        shutil.copyfile(so, os.path.join(pkg, soname))
         with open(os.path.join(pkg, "_build.py"), "w", encoding="utf-8") as f:
             f.write('"""Written by setup.py when the package was built; do not edit."""\n\n'
-                    f'__version__ = "{version()}"\nSONAME = "{_soname(bdir)}"\n')
+                    f'__version__ = "{version()}"\nSONAME = "{soname}"\n')
         headers = os.path.join(pkg, "include", "dlpx")
         if os.path.exists(headers):
             shutil.rmtree(headers)

@@ -119,6 +119,8 @@ typedef struct {
   int (*PyUnicode_CompareWithASCIIString)(void *str, const char *ascii);
   void *(*PyEval_SaveThread)(void);
   void (*PyEval_RestoreThread)(void *tstate);
+  int (*PyObject_GetBuffer)(void *obj, void *view, int flags); /* view: a Py_buffer */
+  void (*PyBuffer_Release)(void *view);
   /* objects */
   void *exceptions[DLPX_PY_EXCEPTION_COUNT]; /* by dlpx_py_exception */
   void *obj_None;
@@ -248,15 +250,18 @@ DLPX_API void *dlpx_py_tensor_op(void *tensor, int op, void *arg);
  * key |dtype_key| and |shape| (a tuple of ints). */
 DLPX_API void *dlpx_py_tensor_new(int64_t dtype_key, void *shape, uint32_t flags, int zero);
 
-/* A new dlpx.Tensor over memory that the Python object |owner| keeps alive:
- * element 0 at |data| on the device (|device_type|, |device_id|), |shape| a
- * tuple of ints, |strides| a tuple of ints (elements) or None (C order).
- * On success the tensor's storage holds a new reference to |owner|,
- * dropped by dlpx_py_release_object when the last view and export are gone;
- * on failure no reference is taken. */
-DLPX_API void *dlpx_py_tensor_wrap(void *owner, uintptr_t data, int32_t device_type,
-                                   int32_t device_id, int64_t dtype_key, void *shape,
-                                   void *strides, uint32_t flags);
+/* A new host dlpx.Tensor over the buffer of |owner| (any buffer-protocol
+ * object; the Python layer passes a memoryview, which holds the exporter's
+ * buffer for as long as it lives): element 0 at byte |offset| of the
+ * buffer, |shape| a tuple of ints, |strides| a tuple of ints (elements) or
+ * None (C order).  A read-only buffer gives a read-only tensor whatever
+ * |flags| says.  On success the tensor's storage holds a new reference to
+ * |owner|, dropped by dlpx_py_release_object when the last view and export
+ * are gone; on failure no reference is taken.  Getting the buffer's address
+ * and taking the reference happen in this one call, so an exception raised
+ * asynchronously in the caller cannot leave the buffer exported. */
+DLPX_API void *dlpx_py_tensor_from_buffer(void *owner, int64_t offset, int64_t dtype_key,
+                                          void *shape, void *strides, uint32_t flags);
 
 /* Copies the elements of the dlpx.Tensor |src| into the dlpx.Tensor |dst|
  * (dlpx_tensor_copy_into), with the GIL released during large copies.

@@ -25,7 +25,7 @@ from . import _capi
 from ._lib import ffi, lib, library_path, types
 
 __all__ = ["register", "install_methods", "exchange_api_capsule", "tensor_type",
-           "consume", "consume_exchange", "export", "meta", "op", "new", "wrap", "copy_into",
+           "consume", "consume_exchange", "export", "meta", "op", "new", "from_buffer", "copy_into",
            "OP"]
 
 _pydll = ctypes.PyDLL(library_path)
@@ -46,8 +46,8 @@ export = _bind("dlpx_py_tensor_export", _P, _P, ctypes.c_int, ctypes.c_uint32)
 meta = _bind("dlpx_py_tensor_meta", _P, _P)
 op = _bind("dlpx_py_tensor_op", _P, _P, ctypes.c_int, _P)
 new = _bind("dlpx_py_tensor_new", _P, ctypes.c_int64, _P, ctypes.c_uint32, ctypes.c_int)
-wrap = _bind("dlpx_py_tensor_wrap", _P, _P, ctypes.c_size_t, ctypes.c_int32, ctypes.c_int32,
-             ctypes.c_int64, _P, _P, ctypes.c_uint32)
+from_buffer = _bind("dlpx_py_tensor_from_buffer", _P, _P, ctypes.c_int64, ctypes.c_int64, _P, _P,
+                    ctypes.c_uint32)
 copy_into = _bind("dlpx_py_tensor_copy_into", ctypes.c_int, _P, _P)
 _register = _bind("dlpx_py_register", ctypes.c_int, ctypes.c_void_p)
 

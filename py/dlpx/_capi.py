@@ -13,7 +13,7 @@ import ctypes
 from typing import Any
 
 __all__ = ["address", "capsule_new", "capsule_is_valid", "capsule_get_pointer",
-           "keep_forever", "buffer_address", "new_method", "is_main_interpreter"]
+           "keep_forever", "new_method", "is_main_interpreter"]
 
 _py = ctypes.PyDLL(None)  # the interpreter's own symbols, as ctypes.pythonapi
 _P = ctypes.py_object
@@ -58,28 +58,3 @@ def keep_forever(obj: Any) -> int:
 def is_main_interpreter() -> bool:
     """True in the main interpreter, False in a sub-interpreter."""
     return bool(_interp_get() == _interp_main())
-
-
-class _PyBuffer(ctypes.Structure):
-    """CPython's Py_buffer (stable ABI since 3.11, unchanged since 3.3)."""
-
-    _fields_ = [("buf", _V), ("obj", _V), ("len", ctypes.c_ssize_t),
-                ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int),
-                ("ndim", ctypes.c_int), ("format", ctypes.c_char_p),
-                ("shape", _V), ("strides", _V), ("suboffsets", _V), ("internal", _V)]
-
-
-_PyBUF_RECORDS_RO = 0x1C  # PyBUF_STRIDES | PyBUF_FORMAT: any strides, no suboffsets
-_get_buffer = _fn("PyObject_GetBuffer", ctypes.c_int, _P, ctypes.POINTER(_PyBuffer), ctypes.c_int)
-_release_buffer = _fn("PyBuffer_Release", None, ctypes.POINTER(_PyBuffer))
-
-
-def buffer_address(view: memoryview) -> int:
-    """The address of element 0 of a memoryview (any strides).  The
-    memoryview itself keeps the memory exported while it lives."""
-    pb = _PyBuffer()
-    _get_buffer(view, ctypes.byref(pb), _PyBUF_RECORDS_RO)
-    try:
-        return pb.buf or 0
-    finally:
-        _release_buffer(ctypes.byref(pb))

@@ -3,7 +3,6 @@ DLPack (or a raw capsule) and returns a dlpx.Tensor over the same memory."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable, Optional
 
 from . import _bridge, _quirks
@@ -115,10 +114,9 @@ def _from_dunder(x: Any, device: Optional[DeviceLike], copy: Optional[bool]) -> 
             raise
         raise BufferError(f"{type(x).__name__} cannot export to {device}: {exc}") from exc
     except RuntimeError as exc:
-        torch = sys.modules.get("torch")
-        if torch is None or not isinstance(x, torch.Tensor):
+        if not _quirks.is_torch_tensor(x):
             raise
-        raise BufferError(f"PyTorch cannot export this tensor: {exc}") from exc
+        raise BufferError(f"PyTorch cannot export this tensor: {exc}") from exc  # pytorch#150691
     # A producer that accepted copy=True (a DLPack >= 1.0 keyword) made a
     # private copy: it is ours to write even if it came in a legacy capsule.
     private = resolved or (copy is True and producer_copied)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import operator
 from typing import Any, Optional
 
-from . import _bridge, _capi
+from . import _bridge
 from ._args import shape_arg
 from ._dtypes import dtype as _dtype
-from ._lib import lib
 
 __all__ = ["empty", "zeros", "frombuffer", "DEFAULT_DTYPE"]
 
@@ -17,7 +16,7 @@ __all__ = ["empty", "zeros", "frombuffer", "DEFAULT_DTYPE"]
 DEFAULT_DTYPE = _dtype("float32")
 
 _new = _bridge.new
-_wrap = _bridge.wrap
+_from_buffer = _bridge.from_buffer
 
 
 def _dtype_arg(dt: Any) -> _dtype:
@@ -105,9 +104,8 @@ def frombuffer(buffer: Any, dtype: Any = None, count: int = -1, offset: int = 0)
         elif count * bits > (nbytes - offset) * 8:
             raise ValueError(f"buffer is smaller than {count} {dt.name} elements")
         shape, strides, start = (count,), None, offset
-    base = _capi.buffer_address(view)
     # The memoryview holds the exporter's buffer (a bytearray cannot be
-    # resized under it); libdlpx takes a reference to it in the same call
-    # that makes the tensor, dropped when the last view and export are gone.
-    return _wrap(view, (base + start) if (base or start) else 0, lib.kDLCPU, 0, dt.key, shape,
-                 strides, lib.DLPX_TENSOR_READONLY if view.readonly else 0)
+    # resized under it); libdlpx reads its address and takes a reference to
+    # it in the one call that makes the tensor, dropped when the last view
+    # and export are gone.
+    return _from_buffer(view, start, dt.key, shape, strides, 0)

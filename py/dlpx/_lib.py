@@ -3,7 +3,8 @@
 Search order:
   1. ``$DLPX_LIBRARY`` (a path).  When set it is the only place tried, so a
      wrong value is reported rather than silently replaced by another copy.
-  2. The copy shipped inside this package (``dlpx/libdlpx.so``).
+  2. The copy shipped inside this package (``dlpx/libdlpx.so.<major>``, its
+     soname).
   3. The system linker path, by soname (``libdlpx.so.<major>``), e.g. after
      ``make install``.
 
@@ -45,7 +46,7 @@ def _candidates() -> list[tuple[str, str]]:
     env = os.environ.get("DLPX_LIBRARY")
     if env:
         return [("$DLPX_LIBRARY", env)]
-    here = os.path.join(_HERE, "libdlpx.so")
+    here = os.path.join(_HERE, _version.SONAME)
     return [("the dlpx package", here), ("the system linker path", _version.SONAME)]
 
 

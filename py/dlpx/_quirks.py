@@ -50,7 +50,7 @@ from . import _capi
 from ._lib import lib
 
 __all__ = ["torch_is_caller", "TORCH_NEGATIVE_STRIDES", "TORCH_READONLY", "exchange_lane",
-           "torch_prepare", "ml_dtypes_raw", "JAX_ALIGNMENT", "JAX_READONLY", "jax_copied"]
+           "is_torch_tensor", "torch_prepare", "ml_dtypes_raw", "JAX_ALIGNMENT", "JAX_READONLY", "jax_copied"]
 
 # ---- PyTorch as consumer -------------------------------------------------------
 
@@ -106,6 +106,12 @@ def exchange_lane(kind: type) -> tuple[int, Callable[[Any], bool]] | None:
     torch = sys.modules.get("torch")
     guard = _torch_plain if torch is not None and kind is torch.Tensor else _host_producer
     return addr, guard
+
+
+def is_torch_tensor(x: Any) -> bool:
+    """True for torch.Tensor objects (PyTorch loaded, any subclass)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def torch_prepare(x: Any, copy: Optional[bool]) -> Any:

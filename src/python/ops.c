@@ -326,10 +326,40 @@ void *dlpx_py_tensor_new(int64_t dtype_key, void *shape_tuple, uint32_t flags, i
   return dlpx__py_new_tensor(t);
 }
 
-void *dlpx_py_tensor_wrap(void *owner, uintptr_t data, int32_t device_type, int32_t device_id,
-                          int64_t dtype_key, void *shape_tuple, void *strides_tuple,
-                          uint32_t flags) {
+/* CPython's Py_buffer (stable ABI since 3.11, the same layout since 3.3). */
+typedef struct {
+  void *buf;
+  void *obj;
+  ptrdiff_t len;
+  ptrdiff_t itemsize;
+  int readonly;
+  int ndim;
+  char *format;
+  ptrdiff_t *shape;
+  ptrdiff_t *strides;
+  ptrdiff_t *suboffsets;
+  void *internal;
+} py_buffer;
+
+#define PY_BUF_RECORDS_RO 0x1C /* PyBUF_STRIDES | PyBUF_FORMAT: any strides, no suboffsets */
+
+void *dlpx_py_tensor_from_buffer(void *owner, int64_t offset, int64_t dtype_key,
+                                 void *shape_tuple, void *strides_tuple, uint32_t flags) {
   if (!dlpx__py_check_ready()) return NULL;
+  py_buffer pb;
+  if (api.PyObject_GetBuffer(owner, &pb, PY_BUF_RECORDS_RO) != 0) return NULL;
+  /* |owner| keeps the memory exported while it lives (a memoryview does):
+   * the address stays valid after this release, and the storage will hold
+   * |owner| itself. */
+  void *base = pb.buf;
+  if (pb.readonly) flags |= DLPX_TENSOR_READONLY;
+  api.PyBuffer_Release(&pb);
+  if (offset < 0) {
+    dlpx__py_raise_msg(DLPX_PY_EXC_ValueError, DLPX_EINVAL, "negative buffer offset");
+    return NULL;
+  }
+  uintptr_t data = (uintptr_t)base + (uintptr_t)offset;
+  if (!base && offset == 0) data = 0;
   int64_t shape[DLPX_MAX_NDIM], strides[DLPX_MAX_NDIM];
   int32_t n = 0, ns = 0;
   if (int64s_of(shape_tuple, shape, &n, "shape")) return NULL;
@@ -343,7 +373,7 @@ void *dlpx_py_tensor_wrap(void *owner, uintptr_t data, int32_t device_type, int3
     }
     sp = strides;
   }
-  DLDevice dev = {(DLDeviceType)device_type, device_id};
+  DLDevice dev = {kDLCPU, 0};
   dlpx_tensor *t = NULL;
   int rc = dlpx_tensor_wrap((void *)data, dev, dtype_of_key(dtype_key), n, shape, sp, flags,
                             dlpx_py_release_object, owner, &t);

@@ -58,6 +58,8 @@ typedef struct {
   int (*PyUnicode_CompareWithASCIIString)(void *str, const char *ascii);
   void *(*PyEval_SaveThread)(void);
   void (*PyEval_RestoreThread)(void *tstate);
+  int (*PyObject_GetBuffer)(void *obj, void *view, int flags);
+  void (*PyBuffer_Release)(void *view);
   void *exceptions[8];
   void *obj_None;
   void *obj_Ellipsis;
@@ -98,8 +100,8 @@ typedef enum {
 
 void *dlpx_py_tensor_op(void *tensor, int op, void *arg);
 void *dlpx_py_tensor_new(int64_t dtype_key, void *shape, uint32_t flags, int zero);
-void *dlpx_py_tensor_wrap(void *owner, uintptr_t data, int32_t device_type, int32_t device_id,
-                          int64_t dtype_key, void *shape, void *strides, uint32_t flags);
+void *dlpx_py_tensor_from_buffer(void *owner, int64_t offset, int64_t dtype_key, void *shape,
+                                 void *strides, uint32_t flags);
 int dlpx_py_tensor_copy_into(void *dst, void *src);
 
 const void *dlpx_py_method_defs(void);
