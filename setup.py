@@ -2,7 +2,7 @@
 dlpx package, with the C headers (dlpx.include_dir()).  The wheel is tagged
 py3-none-<platform>: the library does not depend on the Python version, and
 the platform tag is the manylinux one its glibc symbol versions allow
-(build_support/wheeltag.py).
+(packaging/wheeltag.py).
 
 Where the sources come from:
   - a git checkout: autoreconf generates configure first (needs autotools);
@@ -29,7 +29,7 @@ except ImportError:  # setuptools < 70
     from wheel.bdist_wheel import bdist_wheel
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(ROOT, "build_support"))
+sys.path.insert(0, os.path.join(ROOT, "packaging"))
 import srctree  # noqa: E402
 import wheeltag  # noqa: E402
 

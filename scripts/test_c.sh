@@ -12,7 +12,7 @@ ROOT=$PWD
 PY=${VPY:-python3}
 JOBS=$(nproc 2>/dev/null || echo 2)
 [ -x configure ] || autoreconf -fi
-SRC=$("$PY" build_support/srctree.py --if-configured "$ROOT/build/srctree")
+SRC=$("$PY" packaging/srctree.py --if-configured "$ROOT/build/srctree")
 [ "$SRC" = "$ROOT" ] || echo "== the source tree is configured in place: building a clean copy ($SRC)"
 
 step() { echo; echo "== $*"; }

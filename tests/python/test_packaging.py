@@ -19,7 +19,7 @@ import zipfile
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "build_support"))
+sys.path.insert(0, os.path.join(ROOT, "packaging"))
 import srctree  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -189,7 +189,7 @@ def test_sdist_ships_generated_configure_and_no_build_output(sdist):
     names = _names(sdist)
     for need in ["configure", "Makefile.in", "aclocal.m4", "config.h.in", "build-aux/ltmain.sh",
                  "build-aux/tap-driver.sh", "include/dlpx/version.h.in", "py/dlpx/decl/dlpack.h",
-                 "LICENSE", "PKG-INFO", "build_support/wheeltag.py"]:
+                 "LICENSE", "PKG-INFO", "packaging/wheeltag.py"]:
         assert need in names, need
     for never in ["config.status", "py/dlpx/_build.py", "include/dlpx/version.h", "Makefile"]:
         assert never not in names, never
