@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from . import _bridge, _quirks
+from ._create import frombuffer
 from ._devices import DeviceLike, as_device
 from ._dtypes import dtype
 from ._lib import lib
@@ -95,14 +96,18 @@ def _from_dunder(x: Any, device: Optional[DeviceLike], copy: Optional[bool]) -> 
         target = as_device(device)
         kwargs["dl_device"] = (int(target.device_type), target.device_id)
     producer_copied = copy is not None
+    legacy = False
     try:
         try:
             cap = method(**kwargs)
         except TypeError:
-            producer_copied = False
+            producer_copied, legacy = False, True
             cap = method()  # a producer older than DLPack 1.0
     except BufferError:
-        ml = _quirks.ml_dtypes_raw(x)
+        buf = _quirks.numpy_readonly_buffer(x)  # numpy#20742
+        if buf is not None:
+            return _finish(frombuffer(buf), device, copy)
+        ml = _quirks.ml_dtypes_raw(x)  # numpy#31256
         if ml is None:
             raise
         return _finish(from_dlpack(ml[0]).view(dtype(ml[1])), device, copy)
@@ -120,7 +125,8 @@ def _from_dunder(x: Any, device: Optional[DeviceLike], copy: Optional[bool]) -> 
     # A producer that accepted copy=True (a DLPack >= 1.0 keyword) made a
     # private copy: it is ours to write even if it came in a legacy capsule.
     private = resolved or (copy is True and producer_copied)
-    t = _consume(cap, 0 if private else _LEGACY_RO)
+    writable = private or (legacy and _quirks.legacy_capsule_writable(x))  # numpy#20742
+    t = _consume(cap, 0 if writable else _LEGACY_RO)
     return _finish(t, device, None if producer_copied or resolved else copy)
 
 

@@ -25,6 +25,17 @@ def _needs(t: Any, copy: Optional[bool], reason: Optional[str]) -> Any:
     return t.copy()
 
 
+def _from_dlpack(t: Any, raw: Any) -> Any:
+    """np.from_dlpack(t), elements read as NumPy dtype |raw|, read-only
+    exactly when |t| is, also on NumPy releases that cannot say that through
+    DLPack (numpy#20742, numpy#28599)."""
+    import numpy as np
+
+    if _quirks.numpy_needs_array_interface():
+        return _quirks.numpy_array(t, raw)
+    return np.from_dlpack(t)
+
+
 def to_numpy(t: Any, copy: Optional[bool]) -> Any:
     import numpy as np
 
@@ -33,7 +44,7 @@ def to_numpy(t: Any, copy: Optional[bool]) -> Any:
     if dt.lanes != 1:
         raise BufferError(f"NumPy has no dtype for {dt.name}")
     if dt.code in NUMPY_NATIVE_CODES and not (dt.code == lib.kDLComplex and dt.bits == 32):
-        return np.from_dlpack(t, copy=True) if copy else np.from_dlpack(t)
+        return _from_dlpack(t.copy() if copy else t, dt.numpy)
     try:
         npdt = dt.numpy  # an ml_dtypes dtype
     except TypeError as exc:
@@ -50,8 +61,8 @@ def to_numpy(t: Any, copy: Optional[bool]) -> Any:
         t = t.copy()
     # NumPy will not take ml_dtypes types through DLPack (numpy#31256):
     # their bits go as unsigned integers and are viewed back.
-    raw = t.view({8: "uint8", 16: "uint16", 32: "uint32"}[8 if padded else dt.bits])
-    return np.from_dlpack(raw).view(npdt)
+    raw_name = {8: "uint8", 16: "uint16", 32: "uint32"}[8 if padded else dt.bits]
+    return _from_dlpack(t.view(raw_name), np.dtype(raw_name)).view(npdt)
 
 
 def to_torch(t: Any, copy: Optional[bool]) -> Any:

@@ -31,6 +31,17 @@ NumPy and ml_dtypes
                   (bfloat16, float8/6/4, complex32) through DLPack: dlpx
                   imports their bytes as unsigned integers of the same width
                   and reads them as that dtype.
+  numpy#20742     NumPy before 2.1 (the NumPy of Python 3.9) speaks only
+                  legacy DLPack and refuses to export read-only arrays.  Its
+                  legacy capsules therefore always hold writable arrays:
+                  dlpx imports them writable.  Read-only arrays come in
+                  through the buffer protocol instead (zero copy, read-only),
+                  and read-only dlpx tensors reach such a NumPy through the
+                  array interface from Tensor.numpy(); its from_dlpack also
+                  has no copy= keyword.
+  numpy#28599     NumPy before 2.2.5 marks every array it imports through
+                  DLPack read-only: Tensor.numpy() hands such a NumPy the
+                  array interface instead, which keeps the writability.
 
 JAX
   jax#29810       JAX's CPU backend aliases only data aligned to 64 bytes and
@@ -50,7 +61,10 @@ from . import _capi
 from ._lib import lib
 
 __all__ = ["torch_is_caller", "TORCH_NEGATIVE_STRIDES", "TORCH_READONLY", "exchange_lane",
-           "is_torch_tensor", "torch_prepare", "ml_dtypes_raw", "JAX_ALIGNMENT", "JAX_READONLY", "jax_copied"]
+           "is_torch_tensor", "torch_prepare", "ml_dtypes_raw", "numpy_speaks_versioned",
+           "numpy_imports_writable", "numpy_needs_array_interface", "legacy_capsule_writable",
+           "numpy_readonly_buffer", "numpy_array",
+           "JAX_ALIGNMENT", "JAX_READONLY", "jax_copied"]
 
 # ---- PyTorch as consumer -------------------------------------------------------
 
@@ -156,6 +170,109 @@ def ml_dtypes_raw(x: Any) -> tuple[Any, str] | None:
     if raw is None:
         return None
     return x.view(raw), x.dtype.name
+
+
+_numpy_versioned: list[bool] = []
+
+
+def numpy_speaks_versioned() -> bool:
+    """True when the loaded NumPy exports (and imports) versioned DLPack
+    capsules, i.e. NumPy >= 2.1 (numpy#20742)."""
+    if not _numpy_versioned:
+        np = sys.modules.get("numpy")
+        if np is None:
+            return True  # nothing to work around
+        try:
+            np.empty(0).__dlpack__(max_version=(1, 0))
+            _numpy_versioned.append(True)
+        except TypeError:
+            _numpy_versioned.append(False)
+    return _numpy_versioned[0]
+
+
+_numpy_writable: list[bool] = []
+
+
+def numpy_imports_writable() -> bool:
+    """True when np.from_dlpack of writable data gives a writable array
+    (NumPy >= 2.2.5; numpy#28599)."""
+    if not _numpy_writable:
+        np = sys.modules.get("numpy")
+        if np is None:
+            return True
+        a = np.zeros(1)
+        # versioned where NumPy has it: NumPy >= 2.3 imports every legacy
+        # capsule read-only on purpose (numpy#28600)
+        cap = a.__dlpack__(max_version=(1, 0)) if numpy_speaks_versioned() else a.__dlpack__()
+        _numpy_writable.append(bool(np.from_dlpack(_Capsule(cap, a)).flags.writeable))
+    return _numpy_writable[0]
+
+
+class _Capsule:
+    """Hands NumPy's from_dlpack a capsule it already has."""
+
+    def __init__(self, cap: Any, src: Any) -> None:
+        self.cap, self.src = cap, src
+
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        return self.cap
+
+    def __dlpack_device__(self) -> Any:
+        return self.src.__dlpack_device__()
+
+
+def numpy_needs_array_interface() -> bool:
+    """True when Tensor.numpy() must use the array interface: a NumPy that
+    speaks only legacy DLPack (it could not take read-only data) or that
+    marks every DLPack import read-only (numpy#20742, numpy#28599)."""
+    return not (numpy_speaks_versioned() and numpy_imports_writable())
+
+
+def legacy_capsule_writable(x: Any) -> bool:
+    """True when |x|'s legacy capsule is known to hold writable data: a
+    NumPy array of a NumPy that refuses read-only exports (numpy#20742)."""
+    np = sys.modules.get("numpy")
+    return (np is not None and type(x) is np.ndarray and bool(x.flags.writeable)
+            and not numpy_speaks_versioned())
+
+
+def numpy_readonly_buffer(x: Any) -> Any:
+    """A memoryview of a read-only NumPy array that a legacy-only NumPy
+    would not export (numpy#20742), or None."""
+    np = sys.modules.get("numpy")
+    if np is None or not isinstance(x, np.ndarray) or x.flags.writeable:
+        return None
+    if numpy_speaks_versioned():
+        return None
+    try:
+        return memoryview(x)
+    except (TypeError, ValueError, BufferError):  # a dtype with no buffer format
+        return None
+
+
+class _ArrayInterface:
+    """Hands NumPy a view of a tensor through the array interface (which can
+    say read-only, unlike legacy DLPack), keeping the tensor alive as the
+    array's base."""
+
+    def __init__(self, t: Any, typestr: str) -> None:
+        self.t = t
+        self.__array_interface__ = {
+            "version": 3, "shape": t.shape, "typestr": typestr,
+            "data": (t.data_ptr, t.readonly), "strides": t.byte_strides}
+
+
+def numpy_array(t: Any, raw_dtype: Any) -> Any:
+    """A NumPy array over |t| (elements read as |raw_dtype|), read-only
+    exactly when |t| is, through the array interface (numpy#20742,
+    numpy#28599)."""
+    import numpy as np
+
+    if not t.size:  # nothing to alias
+        a = np.empty(t.shape, raw_dtype)
+        a.flags.writeable = not t.readonly
+        return a
+    return np.asarray(_ArrayInterface(t, np.dtype(raw_dtype).str))
 
 
 # ---- JAX ----------------------------------------------------------------------

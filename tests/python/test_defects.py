@@ -59,7 +59,7 @@ import numpy as np, dlpx
 def every_op():
     a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     t = dlpx.from_dlpack(a)
-    t = dlpx.from_dlpack(a.__dlpack__(max_version=(1, 0)))
+    t = dlpx.from_dlpack(a.__dlpack__())
     z = dlpx.zeros((2, 3), "bfloat16"); e = dlpx.empty(5, "int16x2".split("x")[0])
     b = dlpx.frombuffer(bytearray(16), "float32")
     v = t[1:, ::-1, None, ...].T
@@ -340,7 +340,7 @@ ASYNC_CASES = {
     "frombuffer": lambda env: dlpx.frombuffer(env["buf"], "float32"),
     "frombuffer_format": lambda env: dlpx.frombuffer(memoryview(env["buf"]).cast("f")),
     "from_dlpack": lambda env: dlpx.from_dlpack(env["arr"]),
-    "from_capsule": lambda env: dlpx.from_dlpack(env["arr"].__dlpack__(max_version=(1, 0))),
+    "from_capsule": lambda env: dlpx.from_dlpack(env["arr"].__dlpack__()),
     "view_ops": lambda env: env["t"][1:, ::-1].T.reshape(-1).view("int32").unsqueeze(0),
     "copy": lambda env: env["t"].copy("F").contiguous(),
     "copy_": lambda env: env["t"].copy_(env["arr"]),
