@@ -130,3 +130,43 @@ def test_jax_29810_unaligned_data_is_copied_or_refused():
         u.jax(copy=False)
     assert u.jax().shape == (31,)
     assert jax.dlpack.from_dlpack(t).unsafe_buffer_pointer() == t.data_ptr
+
+
+def test_numpy_20742_legacy_only_numpy_keeps_writability_and_readonly_data():
+    from conftest import NUMPY_VERSIONED
+    a = np.arange(6.0)
+    t = dlpx.from_dlpack(a)
+    assert not t.readonly and t.data_ptr == a.ctypes.data
+    ro = np.arange(6.0)
+    ro.flags.writeable = False
+    r = dlpx.from_dlpack(ro)
+    assert r.readonly and r.data_ptr == ro.ctypes.data
+    if NUMPY_VERSIONED:
+        assert _quirks.numpy_readonly_buffer(ro) is None  # nothing to work around
+        assert not _quirks.legacy_capsule_writable(a)
+    else:
+        assert _quirks.legacy_capsule_writable(a)
+        assert _quirks.numpy_readonly_buffer(ro) is not None
+        with pytest.raises(BufferError):
+            ro.__dlpack__()  # what NumPy itself does
+
+
+def test_numpy_28599_tensor_numpy_keeps_writability_on_any_numpy():
+    t = dlpx.zeros((2, 3), "float32")
+    for arr in (t.numpy(), _quirks.numpy_array(t, np.float32)):
+        assert arr.flags.writeable and arr.ctypes.data == t.data_ptr
+        arr[0, 0] = 5
+        assert t.numpy()[0, 0] == 5
+    ro = t.as_readonly()
+    for arr in (ro.numpy(), _quirks.numpy_array(ro, np.float32)):
+        assert not arr.flags.writeable and arr.ctypes.data == ro.data_ptr
+    v = t[:, ::-2]
+    arr = _quirks.numpy_array(v, np.float32)  # strided views too, zero copy
+    assert arr.strides == v.byte_strides and np.array_equal(arr, v.numpy())
+    expect = v.numpy().copy()
+    del t, v, ro
+    import gc
+    gc.collect()  # the array keeps the tensor alive
+    assert np.array_equal(arr, expect)
+    empty = _quirks.numpy_array(dlpx.zeros((0, 3)), np.float32)
+    assert empty.shape == (0, 3) and empty.flags.writeable
