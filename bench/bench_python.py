@@ -144,6 +144,23 @@ def main():
         "producer: dlpx table (ctypes)  vs  dlpx.__dlpack__ + capsule consume", "faster",
         "table_import(d)", "capsule_import(d)", g, number, repeats))
 
+    # Views and creation: each a new tensor object over the same (or new)
+    # memory, beside NumPy's own operation.
+    g.update(buf=bytearray(1024), d3=dlpx.zeros((4, 8, 8)), a3=np.zeros((4, 8, 8), np.float32))
+    views = [
+        compare("t[1:, ::2]  vs  numpy", "", "d[1:, ::2]", "a[1:, ::2]", g, number, repeats),
+        compare("t.T  vs  numpy", "", "d.T", "a.T", g, number, repeats),
+        compare("t.reshape(-1)  vs  numpy", "", "d.reshape(-1)", "a.reshape(-1)", g, number,
+                repeats),
+        compare("t.permute(2, 0, 1)  vs  numpy transpose", "", "d3.permute(2, 0, 1)",
+                "a3.transpose(2, 0, 1)", g, number, repeats),
+        compare("dlpx.zeros((16, 16))  vs  numpy", "", "dlpx.zeros((16, 16))",
+                "np.zeros((16, 16), np.float32)", g, number, repeats),
+        compare("dlpx.frombuffer(1 KiB)  vs  numpy", "", "dlpx.frombuffer(buf, 'uint8')",
+                "np.frombuffer(buf, np.uint8)", g, number, repeats),
+        compare("t.shape (cached)  vs  numpy", "", "d.shape", "a.shape", g, number, repeats),
+    ]
+
     # O(1): 1 KiB against 1 GiB through each path.
     big_np = np.empty(2**28, np.float32)               # 1 GiB
     big_d = dlpx.from_dlpack(big_np)
@@ -171,6 +188,13 @@ def main():
         print(f"{r['row']:60s} {r['dlpx_us_median']:8.2f} {r['peer_us_median']:8.2f} "
               f"{r['ratio_median']:6.2f}x {r['ratio_min']:8.2f}x  {r['target']}")
     print()
+    head = f"{'views and creation':60s} {'dlpx':>8s} {'numpy':>8s} {'ratio':>7s} {'min-ratio':>9s}"
+    print(head)
+    print("-" * len(head))
+    for r in views:
+        print(f"{r['row']:60s} {r['dlpx_us_median']:8.2f} {r['peer_us_median']:8.2f} "
+              f"{r['ratio_median']:6.2f}x {r['ratio_min']:8.2f}x")
+    print()
     head = f"{'O(1) in size: path':60s} {'1 KiB':>8s} {'1 GiB':>8s} {'ratio':>7s} {'min-ratio':>9s}  target"
     print(head)
     print("-" * len(head))
@@ -178,7 +202,7 @@ def main():
         print(f"{r['row']:60s} {r['small_us_median']:8.2f} {r['big_us_median']:8.2f} "
               f"{r['ratio_median']:6.2f}x {r['ratio_min']:8.2f}x  {r['target']}")
     result = {"machine": info, "number": number, "repeats": repeats, "rows": rows,
-              "exchange_api": lanes, "sizes": sizes, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "exchange_api": lanes, "views": views, "sizes": sizes, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with open(args.json, "w") as f:
         json.dump(result, f, indent=2)
     print(f"\nwrote {args.json}")

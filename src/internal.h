@@ -142,8 +142,10 @@ void dlpx__storage_set_release(dlpx_storage *s, dlpx_release_fn release, void *r
 
 /* ---- foreign managed tensors (managed.c) ---------------------------------- */
 
-/* Runs the deleter of a versioned or legacy managed tensor (if it has one)
- * and counts it, keeping this thread's last error intact. */
+/* Calls the deleter of a versioned or legacy managed tensor (if it has
+ * one), keeping this thread's last error intact: the one place any deleter
+ * is called from.  dlpx__run_deleter also counts it as a foreign deleter. */
+void dlpx__call_deleter(void *managed, bool versioned);
 void dlpx__run_deleter(void *managed, bool versioned);
 
 /* Creates a storage whose release runs a foreign managed tensor's deleter.

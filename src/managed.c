@@ -4,7 +4,7 @@
 
 #include "internal.h"
 
-void dlpx__run_deleter(void *managed, bool versioned) {
+void dlpx__call_deleter(void *managed, bool versioned) {
   /* A deleter may call dlpx (and fail): the caller's error must survive. */
   dlpx__error_state saved;
   dlpx__error_save(&saved);
@@ -15,8 +15,12 @@ void dlpx__run_deleter(void *managed, bool versioned) {
     DLManagedTensor *m = managed;
     if (m->deleter) m->deleter(m);
   }
-  dlpx__count(&dlpx__stats.foreign_deleters_run, 1);
   dlpx__error_restore(&saved);
+}
+
+void dlpx__run_deleter(void *managed, bool versioned) {
+  dlpx__call_deleter(managed, versioned);
+  dlpx__count(&dlpx__stats.foreign_deleters_run, 1);
 }
 
 typedef struct {

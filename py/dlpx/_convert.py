@@ -94,6 +94,9 @@ def to_jax(t: Any, copy: Optional[bool]) -> Any:
     src = t
     if _quirks.readonly_on_purpose(m[4]):
         src = _needs(t, copy, _quirks.JAX_READONLY)
+    elif not t.is_contiguous() and not _quirks.jax_honours_strides():
+        src = _needs(t, copy, "this JAX indexes layouts that are not row-major wrongly "
+                              "(jax#17784)")
     elif copy:
         src = t.copy()
     try:

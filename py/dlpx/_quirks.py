@@ -44,6 +44,10 @@ NumPy and ml_dtypes
                   array interface instead, which keeps the writability.
 
 JAX
+  jax#17784       JAX before CPU layout support (0.6 still) aliases data whose
+                  layout is not row-major but indexes it as if it were: its
+                  values come out wrong.  Tensor.jax() copies such layouts
+                  for a JAX that does so (found by trying it once).
   jax#29810       JAX's CPU backend aliases only data aligned to 64 bytes and
                   silently copies the rest; it also speaks only legacy
                   (unversioned) DLPack, so data read-only on purpose cannot
@@ -64,7 +68,7 @@ __all__ = ["torch_is_caller", "TORCH_NEGATIVE_STRIDES", "TORCH_READONLY", "excha
            "is_torch_tensor", "torch_prepare", "ml_dtypes_raw", "numpy_speaks_versioned",
            "numpy_imports_writable", "numpy_needs_array_interface", "legacy_capsule_writable",
            "numpy_readonly_buffer", "numpy_array",
-           "JAX_ALIGNMENT", "JAX_READONLY", "jax_copied"]
+           "JAX_ALIGNMENT", "JAX_READONLY", "jax_honours_strides", "jax_copied"]
 
 # ---- PyTorch as consumer -------------------------------------------------------
 
@@ -280,6 +284,25 @@ def numpy_array(t: Any, raw_dtype: Any) -> Any:
 #: JAX's CPU backend aliases only data aligned to this many bytes (jax#29810).
 JAX_ALIGNMENT = 64
 JAX_READONLY = "JAX asks for legacy DLPack capsules, which cannot carry read-only data"
+
+
+_jax_strides: list[bool] = []
+
+
+def jax_honours_strides() -> bool:
+    """True when jax.dlpack.from_dlpack reads a transposed buffer right
+    (jax#17784), tried once on a small aligned array."""
+    if not _jax_strides:
+        import jax
+        import numpy as np
+
+        base = np.zeros(64 + 24, np.uint8)
+        off = (-base.ctypes.data) % JAX_ALIGNMENT
+        a = np.frombuffer(base[off:off + 24], np.float32).reshape(2, 3)
+        a[...] = np.arange(6, dtype=np.float32).reshape(2, 3)
+        j = jax.dlpack.from_dlpack(a.T)
+        _jax_strides.append(bool(np.array_equal(np.asarray(j[1]), a.T[1])))
+    return _jax_strides[0]
 
 
 def jax_copied(out: Any, src_ptr: int) -> bool:

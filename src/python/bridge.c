@@ -106,15 +106,7 @@ static void capsule_destroy(void *capsule, const char *name, bool versioned) {
   api.PyErr_Fetch(&et, &ev, &tb);
   if (api.PyCapsule_IsValid(capsule, name)) {
     void *p = api.PyCapsule_GetPointer(capsule, name);
-    if (p) {
-      if (versioned) {
-        DLManagedTensorVersioned *m = p;
-        if (m->deleter) m->deleter(m);
-      } else {
-        DLManagedTensor *m = p;
-        if (m->deleter) m->deleter(m);
-      }
-    }
+    if (p) dlpx__call_deleter(p, versioned);
   }
   api.PyErr_Restore(et, ev, tb);
 }

@@ -166,7 +166,7 @@ void *dlpx__py_export_capsule(const dlpx_tensor *t, int versioned, uint32_t flag
       return NULL;
     }
     cap = api.PyCapsule_New(m, DLPX_CAPSULE_VERSIONED, dlpx_py_capsule_destructor);
-    if (!cap) m->deleter(m);
+    if (!cap) dlpx__call_deleter(m, true);
   } else {
     DLManagedTensor *m = NULL;
     int rc = dlpx_tensor_export_legacy(t, flags, &m);
@@ -175,7 +175,7 @@ void *dlpx__py_export_capsule(const dlpx_tensor *t, int versioned, uint32_t flag
       return NULL;
     }
     cap = api.PyCapsule_New(m, DLPX_CAPSULE_LEGACY, dlpx_py_capsule_destructor_legacy);
-    if (!cap) m->deleter(m);
+    if (!cap) dlpx__call_deleter(m, false);
   }
   return cap;
 }

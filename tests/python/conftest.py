@@ -72,3 +72,33 @@ def gc_baseline(_frozen_heap):
         sys.last_type = sys.last_value = sys.last_traceback = None
         gc.collect()
     gc.freeze()
+
+
+# ---- layouts shared by the interop suites -------------------------------------------
+
+
+def _broadcast(x, row, shape):
+    if isinstance(x, dlpx.Tensor):
+        return x[row].broadcast_to(shape)
+    return numpy.broadcast_to(x[row], shape)
+
+
+def _permute(x, axes):
+    return x.permute(*axes) if isinstance(x, dlpx.Tensor) else x.transpose(axes)
+
+
+def layouts(cols=6, negative_step=-2, offset=2):
+    """Views of a (4, cols) base that a NumPy array and a dlpx.Tensor both
+    make (both speak NumPy basic indexing), by name."""
+    return {
+        "contiguous": lambda x: x,
+        "transposed": lambda x: x.T,
+        "negative": lambda x: x[::-1, ::negative_step],
+        "step": lambda x: x[::2, 1::3],
+        "offset": lambda x: x[1:, offset:],
+        "zero_size": lambda x: x[2:2],
+        "zero_d": lambda x: x[1, 2, ...],
+        "size1": lambda x: x[1:2, None, :],
+        "broadcast": lambda x: _broadcast(x, 1, (3, cols)),
+        "3d_permuted": lambda x: _permute(x.reshape(2, 2, cols)[:, ::-1], (2, 0, 1)),
+    }

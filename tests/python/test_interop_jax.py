@@ -38,7 +38,10 @@ pytestmark = pytest.mark.usefixtures("gc_baseline", "no_leaks", "x64")
 @pytest.fixture
 def x64():
     """64-bit types exist in JAX only with x64 enabled (else int64 -> int32)."""
-    with jax.enable_x64(True):
+    enable = getattr(jax, "enable_x64", None)
+    if enable is None:  # JAX < 0.7
+        from jax.experimental import enable_x64 as enable
+    with enable(True):
         yield
 
 

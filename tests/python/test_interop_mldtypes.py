@@ -11,6 +11,7 @@ np = pytest.importorskip("numpy")
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
 import dlpx  # noqa: E402
+from conftest import layouts  # noqa: E402
 
 try:
     import torch
@@ -91,23 +92,9 @@ def test_dtype_objects_match_ml_dtypes(name):
 # ---- ml_dtypes NumPy array -> dlpx ----------------------------------------------------------
 
 
-def _broadcast(x):
-    if isinstance(x, dlpx.Tensor):
-        return x[1].broadcast_to((3, 8))
-    return np.broadcast_to(x[1], (3, 8))
-
-
-LAYOUTS = {
-    "contiguous": lambda x: x,
-    "transposed": lambda x: x.T,
-    "negative": lambda x: x[::-1, ::-3],
-    "step": lambda x: x[::2, 1::3],
-    "offset": lambda x: x[1:, 3:],
-    "zero_size": lambda x: x[2:2],
-    "zero_d": lambda x: x[1, 2, ...],
-    "size1": lambda x: x[1:2, None, :],
-    "broadcast": _broadcast,
-}
+# the 3-d permutation does not apply to the (4, 8) base of these tests' values
+LAYOUTS = {k: v for k, v in layouts(cols=8, negative_step=-3, offset=3).items()
+           if k != "3d_permuted"}
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -209,7 +196,7 @@ PACKED_LAYOUTS = {  # views whose first element starts on a byte in packed stora
     "offset": lambda x: x[1:],
     "zero_d": lambda x: x[1, 4, ...],
     "zero_size": lambda x: x[:0],
-    "broadcast": _broadcast,
+    "broadcast": LAYOUTS["broadcast"],
 }
 
 

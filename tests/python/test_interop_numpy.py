@@ -10,7 +10,8 @@ import pytest
 np = pytest.importorskip("numpy")
 
 import dlpx  # noqa: E402
-from conftest import NUMPY_IMPORT_WRITABLE, NUMPY_VERSIONED, needs_versioned_numpy  # noqa: E402
+from conftest import (NUMPY_IMPORT_WRITABLE, NUMPY_VERSIONED, layouts,  # noqa: E402
+                      needs_versioned_numpy)
 
 pytestmark = pytest.mark.usefixtures("gc_baseline", "no_leaks")
 
@@ -54,27 +55,7 @@ def same_layout(shape, strides_a, strides_b):
     return all(e <= 1 or sa == sb for e, sa, sb in zip(shape, strides_a, strides_b))
 
 
-# Each layout is a function that makes the same view of a NumPy array and of
-# a dlpx.Tensor (both speak NumPy basic indexing), from a (4, 6) base.
-def _broadcast(x):
-    if isinstance(x, dlpx.Tensor):
-        return x[1].broadcast_to((3, 6))
-    return np.broadcast_to(x[1], (3, 6))
-
-
-LAYOUTS = {
-    "contiguous": lambda x: x,
-    "transposed": lambda x: x.T,
-    "negative": lambda x: x[::-1, ::-2],
-    "step": lambda x: x[::2, 1::3],
-    "offset": lambda x: x[1:, 2:],
-    "zero_size": lambda x: x[2:2],
-    "zero_d": lambda x: x[1, 2, ...],
-    "size1": lambda x: x[1:2, None, :],
-    "broadcast": _broadcast,
-    "3d_permuted": lambda x: x.reshape(2, 2, 6)[:, ::-1].transpose(2, 0, 1)
-    if isinstance(x, np.ndarray) else x.reshape(2, 2, 6)[:, ::-1].permute(2, 0, 1),
-}
+LAYOUTS = layouts(cols=6, negative_step=-2)
 
 
 def has_zero_stride(shape, byte_strides):

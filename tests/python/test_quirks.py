@@ -170,3 +170,18 @@ def test_numpy_28599_tensor_numpy_keeps_writability_on_any_numpy():
     assert np.array_equal(arr, expect)
     empty = _quirks.numpy_array(dlpx.zeros((0, 3)), np.float32)
     assert empty.shape == (0, 3) and empty.flags.writeable
+
+
+def test_jax_17784_layouts_that_are_not_row_major_reach_jax_right():
+    jax = pytest.importorskip("jax")
+    t = dlpx.zeros((3, 4), "float32")
+    t.copy_(dlpx.from_dlpack(np.arange(12, dtype=np.float32).reshape(3, 4)))
+    v = t.T
+    j = v.jax()
+    for i in range(4):  # indexing, not only printing, gives the right values
+        assert np.asarray(j[i]).tolist() == v.numpy()[i].tolist()
+    if not _quirks.jax_honours_strides():
+        with pytest.raises(BufferError, match="17784"):
+            v.jax(copy=False)
+    else:
+        assert jax.dlpack.from_dlpack(v).unsafe_buffer_pointer() == v.data_ptr
