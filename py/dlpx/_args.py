@@ -13,6 +13,15 @@ __all__ = ["shape_arg", "copy_arg"]
 def shape_arg(shape: Any) -> tuple[int, ...]:
     """A shape from an int or a sequence of ints (``f(2, 3)``, ``f((2, 3))``,
     ``f([2, 3])``), as a tuple of ints."""
+    kind = type(shape)
+    if kind is tuple:  # the common case first: a tuple of exact ints
+        for s in shape:
+            if type(s) is not int:
+                break
+        else:
+            return shape  # type: ignore[no-any-return]
+    elif kind is int:
+        return (shape,)
     if isinstance(shape, tuple) and len(shape) == 1 and not isinstance(shape[0], int):
         shape = shape[0]  # f(*shape) called with one sequence
     if isinstance(shape, (str, bytes)) or shape is None:

@@ -25,7 +25,9 @@ _CapsuleType = type(_bridge.exchange_api_capsule())
 
 # producer type -> (exchange API table address, guard), or None: no lane
 _lanes: dict[type, Optional[tuple[int, Callable[[Any], bool]]]] = {}
-
+# producer types that may take the plain fast path: x.__dlpack__(max_version)
+# straight into a capsule consume (no framework quirk applies to them)
+_plain: dict[type, bool] = {}
 
 _UNKNOWN: Any = object()
 
@@ -36,6 +38,14 @@ def _lane(kind: type) -> Optional[tuple[int, Callable[[Any], bool]]]:
     except KeyError:
         lane = _lanes[kind] = _quirks.exchange_lane(kind)
         return lane
+
+
+def _is_plain(kind: type) -> bool:
+    plain = _plain.get(kind)
+    if plain is None:
+        plain = _plain[kind] = (kind is not _bridge.tensor_type() and kind is not _CapsuleType
+                                and not _quirks.is_torch_type(kind))
+    return plain
 
 
 def from_dlpack(x: Any, /, *, device: Optional[DeviceLike] = None,
@@ -56,6 +66,19 @@ def from_dlpack(x: Any, /, *, device: Optional[DeviceLike] = None,
     negative or conjugate bit set, say).
     """
     kind = type(x)
+    if device is None and copy is None and _plain.get(kind) is not False and _is_plain(kind):
+        lane = _lanes.get(kind, _UNKNOWN)
+        if lane is _UNKNOWN:
+            lane = _lane(kind)
+        if lane is None:  # the common case, kept short: NumPy, JAX, CuPy, ...
+            try:
+                cap = x.__dlpack__(max_version=MAX_VERSION)
+            except AttributeError:
+                raise TypeError(f"{kind.__name__} does not support DLPack "
+                                "(it has no __dlpack__ method)") from None
+            except (TypeError, BufferError):
+                return _from_dunder(x, None, None)  # legacy producers, quirks
+            return _consume(cap, _LEGACY_RO)
     if kind is _bridge.tensor_type():
         if device is not None and as_device(device) != x.device:
             raise BufferError(f"dlpx cannot move a {x.device} tensor to {device}")

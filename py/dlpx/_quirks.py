@@ -65,7 +65,7 @@ from . import _capi
 from ._lib import lib
 
 __all__ = ["torch_is_caller", "TORCH_NEGATIVE_STRIDES", "TORCH_READONLY", "exchange_lane",
-           "is_torch_tensor", "torch_prepare", "ml_dtypes_raw", "numpy_speaks_versioned",
+           "is_torch_type", "is_torch_tensor", "torch_prepare", "ml_dtypes_raw", "numpy_speaks_versioned",
            "numpy_imports_writable", "numpy_needs_array_interface", "legacy_capsule_writable",
            "numpy_readonly_buffer", "numpy_array",
            "JAX_ALIGNMENT", "JAX_READONLY", "jax_honours_strides", "jax_copied"]
@@ -124,6 +124,12 @@ def exchange_lane(kind: type) -> tuple[int, Callable[[Any], bool]] | None:
     torch = sys.modules.get("torch")
     guard = _torch_plain if torch is not None and kind is torch.Tensor else _host_producer
     return addr, guard
+
+
+def is_torch_type(kind: type) -> bool:
+    """True for torch.Tensor and its subclasses (PyTorch loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and issubclass(kind, torch.Tensor)
 
 
 def is_torch_tensor(x: Any) -> bool:

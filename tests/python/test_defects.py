@@ -352,6 +352,9 @@ ASYNC_CASES = {
 }
 
 
+@pytest.mark.skipif(sys.version_info < (3, 10), reason=(
+    "an exception raised by a trace function corrupts Python 3.9's own state (SystemError: "
+    "'returned a result with an error set'): the injection needs 3.10 or newer"))
 @pytest.mark.parametrize("case", list(ASYNC_CASES))
 def test_6_async_exception_at_every_opcode_leaks_nothing(case):
     env = {"buf": bytearray(48), "arr": np.arange(12, dtype=np.float32).reshape(3, 4)}
