@@ -140,6 +140,17 @@ static inline void *dlpx__storage_payload(dlpx_storage *s) { return s->payload; 
 void dlpx__storage_set_release(dlpx_storage *s, dlpx_release_fn release, void *release_data,
                                void *ctx);
 
+/* A private mapping of |len| bytes of |fd| from offset 0, as a storage
+ * (munmap on release): read-only, or |writable| copy-on-write (writes stay
+ * in this process).  New.  (storage_map.c) */
+int dlpx__storage_map_file(int fd, uint64_t len, bool writable, dlpx_storage **out);
+
+/* Owned host memory for tensors about to be filled by reads: blocks of
+ * 2 MiB and more come from mmap, aligned to 2 MiB and advised to use
+ * transparent huge pages (a read into fresh memory is bound by its page
+ * faults); smaller ones from dlpx_storage_alloc.  New.  (storage_map.c) */
+int dlpx__storage_alloc_pages(size_t nbytes, dlpx_storage **out);
+
 /* ---- foreign managed tensors (managed.c) ---------------------------------- */
 
 /* Calls the deleter of a versioned or legacy managed tensor (if it has

@@ -8,6 +8,7 @@
  *   dlpx/core.h      version, errors, dtypes, devices, storage, tensors,
  *                    views, copies, DLPack export and import (the
  *                    conventions every function follows are stated there)
+ *   dlpx/files.h     tensor files (safetensors): load, save, checksums
  *   dlpx/python.h    the Python bridge (used by the dlpx Python package)
  *   dlpx/stats.h     live-object counters for tests (not a stable API)
  *   dlpx/dlpack.h    the DLPack 1.3 ABI
@@ -18,6 +19,7 @@
 #define DLPX_DLPX_H
 
 #include <dlpx/core.h>
+#include <dlpx/files.h>
 #include <dlpx/python.h>
 #include <dlpx/stats.h>
 

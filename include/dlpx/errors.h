@@ -34,7 +34,11 @@ DLPX_BEGIN_DECLS
   X(EBOUNDS, -1011, "view reaches outside its storage", ValueError, BufferError)               \
   X(ENOTSUP, -1012, "operation not supported", ValueError, BufferError)                        \
   X(EPYTHON, -1013, "Python bridge not available", RuntimeError, RuntimeError)                 \
-  X(ESTATE, -1014, "object is in the wrong state", RuntimeError, RuntimeError)
+  X(ESTATE, -1014, "object is in the wrong state", RuntimeError, RuntimeError)                 \
+  X(EIO, -1015, "input/output error", OSError, OSError)                                        \
+  X(EFORMAT, -1016, "malformed file or header", ValueError, ValueError)                        \
+  X(ECHECKSUM, -1017, "checksum mismatch: the data is corrupt", ValueError, ValueError)        \
+  X(EOVERLAP, -1018, "tensors share memory", ValueError, ValueError)
 
 #define DLPX__ERROR_ENUM(name, value, message, exception, dlpack_exception) DLPX_##name = value,
 

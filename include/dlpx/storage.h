@@ -22,7 +22,8 @@ typedef enum {
   DLPX_STORAGE_OWNED = 1,         /* dlpx allocated it and frees it */
   DLPX_STORAGE_BORROWED = 2,      /* calls the release callback */
   DLPX_STORAGE_FOREIGN = 3,       /* calls a versioned managed tensor's deleter */
-  DLPX_STORAGE_FOREIGN_LEGACY = 4 /* calls a legacy managed tensor's deleter */
+  DLPX_STORAGE_FOREIGN_LEGACY = 4, /* calls a legacy managed tensor's deleter */
+  DLPX_STORAGE_MAPPED = 5          /* a private mapping of a file (munmap) */
 } dlpx_storage_kind;
 
 /* Allocates |nbytes| of host memory aligned to |alignment| (a power of two;

@@ -26,6 +26,8 @@ from ._devices import Device, DLDeviceType
 from ._dtypes import ALL_DTYPES, dtype
 from ._errors import ErrorCode
 from ._lib import LIBRARY_VERSION, __version__, ffi, include_dir, lib, library_path
+from ._load import direct_available, load, load_file, load_into, safe_open
+from ._save import save, save_file
 from ._stats import stats
 from ._tensor import Tensor, dlpack_fallback as _dlpack_fallback
 
@@ -33,6 +35,7 @@ __all__ = [
     "Tensor", "from_dlpack", "empty", "zeros", "frombuffer", "dtype", "Device", "DLDeviceType",
     "ErrorCode", "DEFAULT_DTYPE", "stats", "ffi", "lib", "library_path", "include_dir",
     "LIBRARY_VERSION", "__version__",
+    "save_file", "save", "load_file", "load", "load_into", "safe_open", "direct_available",
 ] + [d.name for d in ALL_DTYPES]
 
 _bridge.register(Tensor, _dlpack_fallback)

@@ -1,0 +1,262 @@
+"""An open safetensors file (libdlpx's ``dlpx_file``) for the loaders: its
+header as Python values, and tensors read, mapped or sliced from it, as
+dlpx Tensors or converted to a framework's tensors through DLPack."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+from typing import Any, Optional
+
+from . import _bridge, _capi
+from ._dtypes import dtype as _dtype
+from ._errors import ErrorCode, check, message
+from ._lib import ffi, lib
+
+__all__ = ["File", "Entry", "handle", "wrap", "FRAMEWORKS", "framework_arg", "convert",
+           "METADATA_PREFIX", "path_arg", "index_items"]
+
+#: __metadata__ keys starting with this are dlpx's own (checksums, aliases).
+METADATA_PREFIX = "dlpx."
+_ALIASES = METADATA_PREFIX + "aliases"
+
+_tensor_object = ctypes.PyDLL(_bridge.library_path).dlpx_py_tensor_object
+_tensor_object.restype = ctypes.py_object
+_tensor_object.argtypes = [ctypes.c_void_p]
+
+
+def wrap(ptr: Any) -> Any:
+    """A dlpx.Tensor that owns the ``dlpx_tensor *`` |ptr| (taken even on
+    failure)."""
+    return _tensor_object(int(ffi.cast("uintptr_t", ptr)))
+
+
+def handle(t: Any) -> Any:
+    """The ``dlpx_tensor *`` of a dlpx.Tensor (borrowed: keep |t| alive)."""
+    addr = _capi.capsule_get_pointer(t._cap, b"dlpx.tensor")
+    return ffi.cast("dlpx_tensor *", addr)
+
+
+#: framework names as safetensors spells them -> the conversion used
+FRAMEWORKS = {"dlpx": "dlpx", "numpy": "numpy", "np": "numpy", "torch": "torch",
+              "pt": "torch", "pytorch": "torch", "jax": "jax", "flax": "jax"}
+
+
+def framework_arg(framework: Any) -> str:
+    if not isinstance(framework, str):
+        raise TypeError(f"framework must be a string, not {type(framework).__name__}")
+    got = FRAMEWORKS.get(framework.lower())
+    if got is None:
+        raise ValueError(f"unknown framework {framework!r}: expected one of "
+                         f"{', '.join(sorted(FRAMEWORKS))}")
+    return got
+
+
+def convert(t: Any, framework: str) -> Any:
+    """|t| as a tensor of |framework|, through DLPack without a copy where
+    the framework can take the view as it is."""
+    if framework == "dlpx":
+        return t
+    if framework == "numpy":
+        return t.numpy()
+    if framework == "torch":
+        return t.torch()
+    return t.jax()
+
+
+def path_arg(path: Any) -> str:
+    try:
+        p = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"expected a path (str or os.PathLike), not {type(path).__name__}") from None
+    if isinstance(p, bytes):
+        p = os.fsdecode(p)
+    if "\0" in p:
+        raise ValueError("path contains a NUL character")
+    return p
+
+
+class Entry:
+    """One tensor of a header: name, dtype (a dlpx.dtype), shape, the
+    safetensors dtype name, and its byte range in the data section."""
+
+    __slots__ = ("index", "name", "dtype", "st_dtype", "shape", "begin", "end")
+
+    def __init__(self, index: int, e: Any) -> None:
+        self.index = index
+        self.name = ffi.string(e.name).decode("utf-8")
+        d = e.dtype
+        self.dtype = _dtype._make(d.code, d.bits, d.lanes)
+        self.st_dtype = ffi.string(lib.dlpx_st_dtype_name(d)).decode()
+        self.shape = tuple(e.shape[i] for i in range(e.ndim))
+        self.begin = int(e.begin)
+        self.end = int(e.end)
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+    def __repr__(self) -> str:
+        return f"Entry({self.name!r}, {self.st_dtype}, {self.shape}, [{self.begin}, {self.end}))"
+
+
+class File:
+    """An open safetensors file: the header was read and validated at open;
+    tensors are read on demand.  Thread-safe (reads may run in parallel)."""
+
+    def __init__(self, path: Any, direct: bool = False) -> None:
+        self.path = path_arg(path)
+        os.stat(self.path)  # FileNotFoundError, PermissionError, ... as Python says them
+        if os.path.isdir(self.path):
+            raise IsADirectoryError(f"{self.path} is a directory, not a safetensors file")
+        out = ffi.new("dlpx_file **")
+        rc = lib.dlpx_file_open(self.path.encode("utf-8", "surrogateescape"),
+                                lib.DLPX_FILE_DIRECT if direct else 0, out)
+        if rc in (ErrorCode.EDTYPE, ErrorCode.EOVERFLOW, ErrorCode.ESHAPE):
+            raise ValueError(message())  # a malformed file, whatever rule it breaks
+        check(rc)
+        self._h = ffi.gc(out[0], lib.dlpx_file_close)
+        header = lib.dlpx_file_header(self._h)
+        self.entries = [Entry(i, lib.dlpx_st_header_entry(header, i))
+                        for i in range(lib.dlpx_st_header_count(header))]
+        self.by_name = {e.name: e for e in self.entries}
+        self.all_metadata: dict[str, str] = {}
+        k = ffi.new("const char **")
+        v = ffi.new("const char **")
+        for i in range(lib.dlpx_st_header_metadata_count(header)):
+            check(lib.dlpx_st_header_metadata(header, i, k, v))
+            self.all_metadata[ffi.string(k[0]).decode("utf-8")] = \
+                ffi.string(v[0]).decode("utf-8")
+        self.has_checksums = any(
+            lib.dlpx_st_header_checksums(header, e.index, ffi.NULL, ffi.NULL, ffi.NULL)
+            for e in self.entries)
+        self.aliases = self._aliases()
+        self.direct = bool(lib.dlpx_file_direct(self._h)) if direct else False
+
+    def _aliases(self) -> dict[str, str]:
+        raw = self.all_metadata.get(_ALIASES)
+        if raw is None:
+            return {}
+        try:
+            got = json.loads(raw)
+        except ValueError:
+            got = None
+        if not isinstance(got, dict) or not all(
+                isinstance(a, str) and isinstance(b, str) and b in self.by_name
+                and a not in self.by_name for a, b in got.items()):
+            raise ValueError(f"{self.path}: the {_ALIASES} metadata is malformed")
+        return got
+
+    # ---- the header ----------------------------------------------------------
+
+    def metadata(self) -> Optional[dict[str, str]]:
+        """The user's metadata (dlpx's own keys left out), or None when
+        there is none, as safetensors returns it."""
+        user = {k: v for k, v in self.all_metadata.items() if not k.startswith(METADATA_PREFIX)}
+        return user or None
+
+    def names(self) -> list[str]:
+        """Tensor names, aliases included, sorted (as safetensors' keys())."""
+        return sorted(list(self.by_name) + list(self.aliases))
+
+    def entry(self, name: str) -> Entry:
+        if not isinstance(name, str):
+            raise TypeError(f"tensor names are strings, not {type(name).__name__}")
+        e = self.by_name.get(self.aliases.get(name, name))
+        if e is None:
+            raise KeyError(f"no tensor named {name!r} in {self.path}")
+        return e
+
+    # ---- reading -------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._h is None
+
+    def _live(self) -> Any:
+        if self._h is None:
+            raise ValueError(f"I/O operation on a closed file ({self.path})")
+        return self._h
+
+    def map(self, e: Entry, verify: bool, writable: bool) -> Any:
+        out = ffi.new("dlpx_tensor **")
+        flags = (lib.DLPX_READ_VERIFY if verify else 0) | \
+            (lib.DLPX_READ_COPY_ON_WRITE if writable else 0)
+        check(lib.dlpx_file_map(self._live(), e.index, flags, out))
+        return wrap(out[0])
+
+    def empty(self, e: Entry) -> Any:
+        out = ffi.new("dlpx_tensor **")
+        check(lib.dlpx_file_empty(self._live(), e.index, out))
+        return wrap(out[0])
+
+    def read_range(self, e: Entry, begin: int, end: int, address: int, flags: int) -> None:
+        """Reads bytes [begin, end) of |e| to |address| (GIL released)."""
+        rc = lib.dlpx_file_read_range(self._live(), e.index, begin, end,
+                                      ffi.cast("void *", address), flags)
+        if rc:
+            check(rc)
+
+    def read_into(self, e: Entry, t: Any, flags: int) -> None:
+        check(lib.dlpx_file_read_into(self._live(), e.index, handle(t), flags))
+
+    def read_slice(self, e: Entry, key: Any, flags: int) -> Any:
+        items = index_items(key)
+        arr = ffi.new("dlpx_index[]", max(len(items), 1))
+        for i, (kind, start, stop, step) in enumerate(items):
+            arr[i].kind, arr[i].start, arr[i].stop, arr[i].step = kind, start, stop, step
+        out = ffi.new("dlpx_tensor **")
+        rc = lib.dlpx_file_read_slice(self._live(), e.index, len(items), arr, flags, out)
+        check(rc)
+        return wrap(out[0])
+
+    def close(self) -> None:
+        h, self._h = self._h, None
+        if h is not None:
+            ffi.release(h)
+
+    def __enter__(self) -> File:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+_NONE = -(1 << 63)
+
+
+def _bound(v: Any, what: str) -> int:
+    if v is None:
+        return _NONE
+    try:
+        return int(v.__index__())
+    except AttributeError:
+        raise TypeError(f"slice {what} must be an integer or None, not "
+                        f"{type(v).__name__}") from None
+
+
+def index_items(key: Any) -> list[tuple[int, int, int, int]]:
+    """A NumPy basic index (ints, slices, Ellipsis, None, or a tuple of
+    them) as dlpx_index items (kind, start, stop, step)."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    items = []
+    for k in key:
+        if k is Ellipsis:
+            items.append((3, 0, 0, 0))
+        elif k is None:
+            items.append((2, 0, 0, 0))
+        elif isinstance(k, slice):
+            step = _bound(k.step, "step")
+            if step == 0:
+                raise ValueError("slice step cannot be zero")
+            items.append((1, _bound(k.start, "start"), _bound(k.stop, "stop"), step))
+        elif isinstance(k, bool):
+            raise TypeError("boolean indices are not supported in slices of a file")
+        elif hasattr(k, "__index__"):
+            items.append((0, int(k.__index__()), 0, 0))
+        else:
+            raise TypeError(f"only integers, slices, ... and None index a slice of a file, "
+                            f"not {type(k).__name__}")
+    return items

@@ -1,0 +1,88 @@
+/*
+ * io.h - what the files of src/io/ share: the parsed safetensors header,
+ * the open file, and the mapping storage.
+ */
+#ifndef DLPX_IO_IO_H
+#define DLPX_IO_IO_H
+
+#include "../internal.h"
+
+/* The reserved __metadata__ keys of dlpx. */
+#define DLPX__META_CHECKSUMS "dlpx.checksums"
+#define DLPX__META_PREFIX "dlpx."
+
+typedef struct {
+  uint64_t *hashes; /* one per chunk, NULL when the tensor has no checksums */
+  size_t count;
+} dlpx__entry_sums;
+
+struct dlpx_st_header {
+  size_t count;
+  dlpx_st_entry *entries; /* in data order */
+  const dlpx_st_entry **by_name; /* entries sorted by name, for lookups */
+  dlpx__entry_sums *sums; /* per entry */
+  uint64_t chunk;         /* checksum chunk; 0 without checksums */
+  size_t nmeta;
+  char **meta;            /* key, value, key, value, ... */
+  void *arena;            /* names and shapes */
+};
+
+/* The byte size of |numel| elements of |dtype| in a safetensors file, or
+ * an error naming |name| when it is not a whole number of bytes. */
+int dlpx__st_nbytes(const char *name, DLDataType dtype, int32_t ndim, const int64_t *shape,
+                    uint64_t *out);
+
+/* The rank of a dtype in the reference writer's order (higher first). */
+int dlpx__st_dtype_rank(DLDataType dtype);
+
+/* Parses the "dlpx.checksums" value into the header's sums. */
+int dlpx__st_parse_checksums(dlpx_st_header *h, const char *value);
+
+/* Encodes checksums for saving: a new NUL-terminated JSON string (free
+ * it), for |n| tensors named |names| with |counts| hashes each. */
+int dlpx__st_encode_checksums(size_t n, const char *const *names, const uint64_t *const *hashes,
+                              const size_t *counts, uint64_t chunk, char **out);
+
+/* Checks the chunks of tensor |index| that lie wholly in bytes [begin, end)
+ * of the tensor, whose bytes from |begin| are at |data|. */
+int dlpx__st_verify(const dlpx_st_header *h, size_t index, uint64_t begin, uint64_t end,
+                    const void *data);
+
+/* Checks a tensor's bytes as they arrive in order, in pieces of any size:
+ * each chunk fed whole, from its first byte to its last, is compared with
+ * its checksum when its last byte arrives (a range that starts or ends
+ * inside a chunk leaves that chunk unchecked).  dlpx__sumstream_new sets
+ * *out to NULL when tensor |index| has no checksums (nothing to check). */
+typedef struct dlpx__sumstream dlpx__sumstream;
+int dlpx__sumstream_new(const dlpx_st_header *h, size_t index, uint64_t begin,
+                        dlpx__sumstream **out);
+void dlpx__sumstream_free(dlpx__sumstream *s);
+/* 0, or DLPX_ECHECKSUM naming the tensor and the chunk. */
+int dlpx__sumstream_feed(dlpx__sumstream *s, const void *data, size_t len);
+
+/* Computes the chunk hashes of a tensor of |size| bytes fed in order, in
+ * pieces of any size, into |hashes| (ceil(size / chunk) entries). */
+typedef struct dlpx__hasher dlpx__hasher;
+int dlpx__hasher_new(uint64_t chunk, uint64_t size, uint64_t *hashes, dlpx__hasher **out);
+void dlpx__hasher_feed(dlpx__hasher *s, const void *data, size_t len);
+void dlpx__hasher_free(dlpx__hasher *s);
+
+struct dlpx_file {
+  int fd;
+  int direct_fd;         /* -1 without O_DIRECT */
+  uint64_t size;         /* file size at open */
+  uint64_t data_offset;  /* 8 + header length */
+  dlpx_st_header *header;
+  char *path;
+  /* the mapping, made on first use (guarded by map_lock) */
+  atomic_flag map_lock;
+  dlpx_storage *map[2]; /* read-only, copy-on-write */
+  atomic_bool direct_ok; /* O_DIRECT reads work (cleared when the file system refuses one) */
+};
+
+
+/* pread of exactly |len| bytes at |off| (retrying short reads and EINTR);
+ * a short file is DLPX_EIO naming |path|. */
+int dlpx__pread_full(int fd, void *dst, size_t len, uint64_t off, const char *path);
+
+#endif /* DLPX_IO_IO_H */
