@@ -31,6 +31,7 @@ except ImportError:  # setuptools < 70
 ROOT = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(ROOT, "packaging"))
 import srctree  # noqa: E402
+import vendor  # noqa: E402
 import wheeltag  # noqa: E402
 
 
@@ -97,7 +98,9 @@ class BuildPy(build_py):
         # under its soname, so C programs linked against the shipped copy
         # (with dlpx.include_dir()) find it at run time
         soname = _soname(bdir)
-        shutil.copyfile(so, os.path.join(pkg, soname))
+        shipped = os.path.join(pkg, soname)
+        shutil.copyfile(so, shipped)
+        vendor.vendor(shipped)  # jansson, as auditwheel would
         with open(os.path.join(pkg, "_build.py"), "w", encoding="utf-8") as f:
             f.write('"""Written by setup.py when the package was built; do not edit."""\n\n'
                     f'__version__ = "{version()}"\nSONAME = "{soname}"\n')
@@ -117,7 +120,13 @@ class BdistWheel(bdist_wheel):
         self.root_is_pure = False  # ships a native library
 
     def get_tag(self):
-        so = os.path.join(ROOT, "build", "setuptools", "libdlpx", "src", ".libs", "libdlpx.so")
+        bdir = os.path.join(ROOT, "build", "setuptools", "libdlpx")
+        shipped = os.path.join(self.bdist_dir or "", "dlpx", _soname(bdir))
+        build_lib = self.get_finalized_command("build_py").build_lib
+        for so in (shipped, os.path.join(build_lib, "dlpx", _soname(bdir))):
+            if os.path.isfile(so):
+                return "py3", "none", wheeltag.platform_tag(so)
+        so = os.path.join(bdir, "src", ".libs", "libdlpx.so")
         return "py3", "none", wheeltag.platform_tag(os.path.realpath(so))
 
 

@@ -1,4 +1,5 @@
-"""The platform tag a wheel that ships libdlpx.so may carry.
+"""The platform tag a wheel that ships libdlpx.so (and the libraries
+packaging/vendor.py placed beside it) may carry.
 
 manylinux tags promise that a shared object needs nothing but an old enough
 glibc (PEP 600): this module reads the ELF file itself (no tool needed) for
@@ -14,6 +15,7 @@ tests.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import sys
@@ -75,8 +77,17 @@ def glibc_minor(versions: list[str]) -> int:
 def platform_tag(path: str) -> str:
     """The wheel platform tag (dot-joined when several) for the .so at |path|."""
     arch, needed, versions = _read_elf(path)
-    if any(lib not in ALLOWED for lib in needed):
-        return f"linux_{arch}"
+    for lib in needed:
+        if lib in ALLOWED:
+            continue
+        # vendored next to it (packaging/vendor.py): its needs count too
+        near = os.path.join(os.path.dirname(path), lib)
+        if not os.path.isfile(near):
+            return f"linux_{arch}"
+        _a, sub, sub_versions = _read_elf(near)
+        if any(s not in ALLOWED for s in sub):
+            return f"linux_{arch}"
+        versions = versions + sub_versions
     need = glibc_minor(versions)
     minor = next((p for p in POLICIES if p >= need), need)
     tags = [f"manylinux_2_{minor}_{arch}"]

@@ -207,6 +207,13 @@ DLPX_API int dlpx_file_read_slice(dlpx_file *file, size_t index, int32_t n,
  * temporary file in the same directory, which is fsynced, renamed over
  * |path|, and the directory fsynced; a crash at any point leaves the old
  * file or the new one, and a failed save removes its temporary file.
+ * The temporary file is ".<name>.tmp-XXXXXX" beside |path| (6 characters
+ * from mkostemp) and is flock(2)ed until it is renamed; a save that
+ * succeeds then removes the ones a killed save of the same |path| left:
+ * siblings of exactly that pattern, regular files, unlocked (so not a save
+ * in progress, in this process or another), last modified before this
+ * save created its own.  Other files are never touched; on file systems
+ * without flock nothing is removed.
  * Tensors whose memory overlaps are refused, naming both, unless they are
  * the same view and DLPX_SAVE_ALIASES_ONCE is given: then the later names
  * are recorded in __metadata__ ("dlpx.aliases") and loaders restore them.

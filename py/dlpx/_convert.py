@@ -11,7 +11,8 @@ from ._args import copy_arg
 from ._dtypes import NUMPY_NATIVE_CODES
 from ._lib import lib
 
-__all__ = ["to_numpy", "to_torch", "to_jax"]
+__all__ = ["to_numpy", "to_torch", "to_jax", "FRAMEWORKS", "framework_arg", "to_framework",
+           "exportable", "is_readonly_numpy"]
 
 _PADDED = lib.DLPX_TENSOR_SUBBYTE_PADDED
 
@@ -111,3 +112,44 @@ def to_jax(t: Any, copy: Optional[bool]) -> Any:
                           f"{_quirks.JAX_ALIGNMENT} bytes, jax#29810); pass copy=None or "
                           "copy=True")
     return out
+
+
+#: framework names (as safetensors spells them too) -> the library
+FRAMEWORKS = {"dlpx": "dlpx", "numpy": "numpy", "np": "numpy", "torch": "torch",
+              "pt": "torch", "pytorch": "torch", "jax": "jax", "flax": "jax"}
+
+
+def framework_arg(framework: Any) -> str:
+    """The library a framework= argument names."""
+    if not isinstance(framework, str):
+        raise TypeError(f"framework must be a string, not {type(framework).__name__}")
+    got = FRAMEWORKS.get(framework.lower())
+    if got is None:
+        raise ValueError(f"unknown framework {framework!r}: expected one of "
+                         f"{', '.join(sorted(FRAMEWORKS))}")
+    return got
+
+
+def to_framework(t: Any, framework: str) -> Any:
+    """|t| as a tensor of |framework| (a FRAMEWORKS value), through DLPack
+    without a copy where that library takes the view as it is."""
+    if framework == "dlpx":
+        return t
+    if framework == "numpy":
+        return to_numpy(t, None)
+    if framework == "torch":
+        return to_torch(t, None)
+    return to_jax(t, None)
+
+
+def exportable(t: Any) -> Any:
+    """|t| ready for its own __dlpack__: PyTorch refuses to export tensors
+    that require grad, so those are detached (the same memory)."""
+    if type(t).__module__.startswith("torch") and getattr(t, "requires_grad", False):
+        return t.detach()
+    return t
+
+
+def is_readonly_numpy(t: Any) -> bool:
+    """Whether |t| is a NumPy array that must not be written."""
+    return type(t).__module__.startswith("numpy") and not getattr(t, "flags").writeable

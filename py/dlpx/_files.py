@@ -38,31 +38,8 @@ def handle(t: Any) -> Any:
     return ffi.cast("dlpx_tensor *", addr)
 
 
-#: framework names as safetensors spells them -> the conversion used
-FRAMEWORKS = {"dlpx": "dlpx", "numpy": "numpy", "np": "numpy", "torch": "torch",
-              "pt": "torch", "pytorch": "torch", "jax": "jax", "flax": "jax"}
-
-
-def framework_arg(framework: Any) -> str:
-    if not isinstance(framework, str):
-        raise TypeError(f"framework must be a string, not {type(framework).__name__}")
-    got = FRAMEWORKS.get(framework.lower())
-    if got is None:
-        raise ValueError(f"unknown framework {framework!r}: expected one of "
-                         f"{', '.join(sorted(FRAMEWORKS))}")
-    return got
-
-
-def convert(t: Any, framework: str) -> Any:
-    """|t| as a tensor of |framework|, through DLPack without a copy where
-    the framework can take the view as it is."""
-    if framework == "dlpx":
-        return t
-    if framework == "numpy":
-        return t.numpy()
-    if framework == "torch":
-        return t.torch()
-    return t.jax()
+# (the framework names and conversions live in _convert, with the others)
+from ._convert import FRAMEWORKS, framework_arg, to_framework as convert  # noqa: E402
 
 
 def path_arg(path: Any) -> str:

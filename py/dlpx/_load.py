@@ -24,6 +24,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
+from . import _quirks
+from ._convert import exportable, is_readonly_numpy
 from ._files import Entry, File, convert, framework_arg, path_arg
 from ._lib import ffi, lib
 
@@ -110,7 +112,8 @@ def shard_paths(filename: Any) -> tuple[list[str], Optional[dict[str, str]]]:
     base = os.path.dirname(path)
     files = []
     for v in wm.values():
-        if os.path.isabs(v) or os.path.normpath(v).startswith(".."):
+        norm = os.path.normpath(v)
+        if os.path.isabs(v) or norm == os.pardir or norm.startswith(os.pardir + os.sep):
             raise ValueError(f"{path}: shard {v!r} is outside the index's directory")
         if v not in files:
             files.append(v)
@@ -216,7 +219,7 @@ def _load_entries(plan: list[tuple[File, Entry]], mode: str, verify: Any, framew
                   threads: int, chunk_size: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if mode == "mmap":
-        writable = framework == "torch"  # no read-only tensors in PyTorch
+        writable = _quirks.writable_file_views(framework)
         for f, e in plan:
             v = _verify_for(f, verify, False)
             out[e.name] = f.map(e, v, writable)
@@ -258,9 +261,9 @@ def load_file(filename: Any, device: Any = "cpu", *, mode: str = "mmap", verify:
               chunk_size: Optional[int] = None) -> dict[str, Any]:
     """Loads every tensor of a safetensors file (or of a sharded checkpoint:
     a ``*.safetensors.index.json`` or a list of shard files, read in
-    parallel) into a dict of name -> tensor of |framework| ("dlpx",
-    "numpy"/"np", "torch"/"pt", "jax"), converted through DLPack without a
-    copy where the framework allows it.
+    parallel) into a dict of name -> tensor of |framework| (dlpx, numpy or
+    np, torch or pt, jax: the keys of dlpx._convert.FRAMEWORKS), converted
+    through DLPack without a copy where the framework allows it.
 
     |mode| "mmap" (zero copy), "pread" or "direct" (see the module's help);
     |verify| None (checksums where the mode streams), True or False;
@@ -310,11 +313,9 @@ def _writable_view(name: str, t: Any) -> Any:
     from ._tensor import Tensor
     if isinstance(t, Tensor):
         return t
-    mod = type(t).__module__
-    if mod.startswith("torch"):
-        t = t.detach()
-    elif mod.startswith("numpy") and not t.flags.writeable:
+    if is_readonly_numpy(t):
         raise ValueError(f"tensor {name!r}: the NumPy array is read-only")
+    t = exportable(t)
     try:
         return from_dlpack(t, copy=False)
     except (BufferError, TypeError) as e:
@@ -357,13 +358,14 @@ def load_into(filename: Any, tensors: Any, *, strict: bool = True, verify: Any =
                 views[name] = _writable_view(name, t)
         jobs: dict[bool, list[tuple[File, Entry, int]]] = {True: [], False: []}
         strided = []
-        done: set[tuple[int, int]] = set()
+        done: dict[tuple[int, int], list[Any]] = {}
         for name, v in views.items():
             f, e = by_name[name]
             _check_target(f, e, name, v)
-            if (id(f), e.index) in done and name in f.aliases:
-                continue  # a tied tensor: the stored one fills it
-            done.add((id(f), e.index))
+            filled = done.setdefault((id(f), e.index), [])
+            if any(w.data_ptr == v.data_ptr and w.strides == v.strides for w in filled):
+                continue  # a tied tensor, the same memory as one filled already
+            filled.append(v)
             ver = _verify_for(f, verify, True)
             if v.is_contiguous() and e.nbytes:
                 jobs[ver].append((f, e, v.data_ptr))
@@ -405,8 +407,14 @@ def load(data: Any, *, framework: str = "dlpx") -> dict[str, Any]:
     if len(mv) < 8:
         raise ValueError(f"{len(mv)} bytes is too short for a safetensors file")
     n = int.from_bytes(mv[:8], "little")
-    if n == 0 or n > lib.DLPX_ST_HEADER_MAX or n > len(mv) - 8:
-        raise ValueError(f"the header length {n} does not fit a file of {len(mv)} bytes")
+    if n == 0:
+        raise ValueError('the header length is 0 (a header is at least "{}")')
+    if n > lib.DLPX_ST_HEADER_MAX:
+        raise ValueError(f"the header length {n} exceeds the limit of {lib.DLPX_ST_HEADER_MAX} "
+                         "bytes")
+    if n > len(mv) - 8:
+        raise ValueError(f"the header length {n} runs past the end of the data ({len(mv)} "
+                         "bytes): it is truncated or not a safetensors file")
     out = ffi.new("dlpx_st_header **")
     raw = bytes(mv[8:8 + n])
     rc = lib.dlpx_st_header_parse(raw, n, len(mv) - 8 - n, out)
@@ -514,7 +522,7 @@ class safe_open:
         f = self._file_live()
         e = f.entry(name)
         if self._mode == "mmap":
-            t = f.map(e, self._verify, self._framework == "torch")
+            t = f.map(e, self._verify, _quirks.writable_file_views(self._framework))
         else:
             t = f.empty(e)
             if e.nbytes:

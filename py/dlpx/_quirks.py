@@ -325,3 +325,11 @@ def readonly_on_purpose(flags: int) -> bool:
     """Read-only because someone said so, not because a legacy capsule could
     not say otherwise."""
     return bool(flags & READONLY_ON_PURPOSE) and not flags & LEGACY_READONLY
+
+
+def writable_file_views(framework: str) -> bool:
+    """pytorch#188554: PyTorch has no read-only tensors, so mmap loads for
+    it map the file copy-on-write (writable views whose writes stay in the
+    process) instead of read-only, which PyTorch would only take as a
+    copy."""
+    return framework == "torch"

@@ -8,6 +8,7 @@ import os
 import tempfile
 from typing import Any, Mapping, Optional
 
+from ._convert import exportable
 from ._files import METADATA_PREFIX, handle, path_arg
 from ._errors import check
 from ._lib import ffi, lib
@@ -23,8 +24,7 @@ def _host_view(name: str, t: Any) -> Any:
     from ._tensor import Tensor
     if isinstance(t, Tensor):
         return t
-    if type(t).__module__.startswith("torch") and getattr(t, "requires_grad", False):
-        t = t.detach()
+    t = exportable(t)
     try:
         return from_dlpack(t)
     except TypeError:

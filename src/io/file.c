@@ -53,7 +53,7 @@ static int open_checked(const char *path, dlpx_file *f) {
   f->fd = open(path, O_RDONLY | O_CLOEXEC);
   if (f->fd < 0) return os_fail("open", path);
   struct stat st;
-  if (fstat(f->fd, &st) != 0) return os_fail("fstat", path);
+  if (dlpx__fstat(f->fd, &st) != 0) return os_fail("fstat", path);
   if (!S_ISREG(st.st_mode))
     return dlpx__fail(DLPX_EIO, "%s: not a regular file", path);
   f->size = (uint64_t)st.st_size;
@@ -175,8 +175,9 @@ static int read_direct(dlpx_file *f, char *dst, size_t len, uint64_t off) {
         if (r < 0 && errno == EINTR) continue;
         if (r < 0 && errno == EINVAL && left == mid) return 1;
         if (r < 0) return os_fail("O_DIRECT read", f->path);
-        if (r == 0) return dlpx__pread_full(f->fd, p, 1, o, f->path); /* reports the shrink */
-        if ((size_t)r % DIRECT_ALIGN) { /* short at the end of the file: the rest normally */
+        if (r == 0 || (size_t)r % DIRECT_ALIGN) {
+          /* Short at the end of the file (or the file shrank): the rest
+           * normally, which also reports a shrink. */
           p += r, o += (uint64_t)r, left -= (size_t)r;
           int rc = dlpx__pread_full(f->fd, p, left, o, f->path);
           if (rc) return rc;
@@ -285,7 +286,7 @@ static int get_map(dlpx_file *f, bool writable, dlpx_storage **out) {
   /* A file cut short after open would raise SIGBUS when its lost pages are
    * touched: refuse to map it. */
   struct stat st;
-  if (fstat(f->fd, &st) != 0) return os_fail("fstat", f->path);
+  if (dlpx__fstat(f->fd, &st) != 0) return os_fail("fstat", f->path);
   if ((uint64_t)st.st_size < f->size)
     return dlpx__fail(DLPX_EIO,
                       "%s: the file shrank from %llu to %llu bytes after it was opened; "
@@ -484,16 +485,18 @@ int dlpx_file_read_slice(dlpx_file *f, size_t index, int32_t n, const dlpx_index
   dlpx_tensor_free(whole);
   if (rc) return rc;
   const DLTensor *v = &sel->dl;
-  int64_t numel = 1;
-  for (int32_t i = 0; i < v->ndim; i++) numel *= v->shape[i];
+  int64_t numel; /* (a plain product of the extents may overflow before a 0) */
+  if ((rc = dlpx__numel(v->ndim, v->shape, &numel))) goto done;
   int64_t bits = (int64_t)v->dtype.bits * v->dtype.lanes;
   uint64_t start = (uint64_t)((uintptr_t)v->data + (uintptr_t)v->byte_offset - PLACE);
-  /* The contiguous runs: the longest row-major suffix of the selection. */
+  /* The contiguous runs: the longest row-major suffix of the selection.
+   * Without elements there is nothing to read, and the strides (which
+   * saturate for such shapes) may overflow when multiplied. */
   int32_t k = v->ndim;
   int64_t run = 1;
-  while (k > 0 && v->strides[k - 1] == run) run *= v->shape[--k];
+  while (numel && k > 0 && v->strides[k - 1] == run) run *= v->shape[--k];
   bool whole_bytes = (run * bits) % 8 == 0;
-  for (int32_t i = 0; i < k; i++)
+  for (int32_t i = 0; numel && i < k; i++)
     if (v->shape[i] > 1 && (v->strides[i] * bits) % 8) whole_bytes = false;
   if (bits % 8 && numel && !whole_bytes) {
     dlpx_tensor_free(sel);

@@ -5,6 +5,8 @@
 #ifndef DLPX_IO_IO_H
 #define DLPX_IO_IO_H
 
+#include <sys/stat.h>
+
 #include "../internal.h"
 
 /* The reserved __metadata__ keys of dlpx. */
@@ -66,6 +68,13 @@ typedef struct dlpx__hasher dlpx__hasher;
 int dlpx__hasher_new(uint64_t chunk, uint64_t size, uint64_t *hashes, dlpx__hasher **out);
 void dlpx__hasher_feed(dlpx__hasher *s, const void *data, size_t len);
 void dlpx__hasher_free(dlpx__hasher *s);
+
+/* fstat and fstatat without the GLIBC_2.33 symbols that glibc 2.33 gave
+ * them (which would raise the wheel's manylinux floor from 2.17 to 2.34):
+ * the system calls, whose struct stat is glibc's on the 64-bit Linux ports
+ * the wheel is built for. */
+int dlpx__fstat(int fd, struct stat *st);
+int dlpx__fstatat(int dirfd, const char *path, struct stat *st, int flags);
 
 struct dlpx_file {
   int fd;

@@ -5,6 +5,7 @@
  * depend on their values) is written last. */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -73,7 +75,13 @@ static int check_item(item *it) {
                       it->name, d);
   }
   int rc = dlpx__st_nbytes(it->name, t->dl.dtype, t->dl.ndim, t->dl.shape, &it->nbytes);
-  if (rc) return rc == DLPX_EFORMAT ? dlpx__fail(DLPX_EINVAL, "%s", dlpx_last_error()) : rc;
+  if (rc == DLPX_EFORMAT) {
+    /* The message is the buffer dlpx__fail writes: copy it first. */
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", dlpx_last_error());
+    return dlpx__fail(DLPX_EINVAL, "%s", msg);
+  }
+  if (rc) return rc;
   it->alias_of = SIZE_MAX;
   it->lo = it->hi = 0;
   if (it->nbytes) {
@@ -175,9 +183,14 @@ static int write_tensor(int fd, const item *it, uint64_t off, dlpx__hasher *h, c
     return 0;
   }
   /* Any other layout: groups of rows of dimension 0 through a staging
-   * tensor (which also packs padded sub-byte elements). */
-  uint64_t rows = (uint64_t)t->dl.shape[0], row = it->nbytes / rows;
-  uint64_t per = row >= STAGING_SIZE ? 1 : STAGING_SIZE / row;
+   * tensor (which also packs padded sub-byte elements).  Groups hold a
+   * multiple of |g| rows, which end on a byte: a row of sub-byte elements
+   * may end inside one (g divides rows, as the tensor is whole bytes);
+   * |row| is the bytes of |g| rows. */
+  uint64_t rows = (uint64_t)t->dl.shape[0], rowbits = it->nbytes * 8 / rows, g = 1;
+  while ((g * rowbits) % 8) g *= 2;
+  uint64_t row = g * rowbits / 8;
+  uint64_t per = row >= STAGING_SIZE ? g : STAGING_SIZE / row * g;
   if (per > rows) per = rows;
   int64_t shape[DLPX_MAX_NDIM];
   memcpy(shape, t->dl.shape, sizeof(int64_t) * (size_t)t->dl.ndim);
@@ -194,8 +207,8 @@ static int write_tensor(int fd, const item *it, uint64_t off, dlpx__hasher *h, c
     if (!rc) rc = dlpx_tensor_copy_into(dst, src);
     if (!rc) {
       const char *p = (const char *)stage->dl.data + stage->dl.byte_offset;
-      if (h) dlpx__hasher_feed(h, p, (size_t)(k * row));
-      rc = write_all(fd, p, (size_t)(k * row), off + r0 * row, path);
+      if (h) dlpx__hasher_feed(h, p, (size_t)(k / g * row));
+      rc = write_all(fd, p, (size_t)(k / g * row), off + r0 / g * row, path);
     }
     dlpx_tensor_free(src);
     dlpx_tensor_free(dst);
@@ -206,6 +219,16 @@ static int write_tensor(int fd, const item *it, uint64_t off, dlpx__hasher *h, c
 
 static int json_fail(const char *what, const char *s) {
   return dlpx__fail(DLPX_EINVAL, "%s \"%.200s\" is not valid UTF-8", what, s);
+}
+
+/* serde_json (the reference writer) spells \u escapes with lowercase hex
+ * digits, jansson with uppercase ones: lowercased in place, the bytes are
+ * the reference's. */
+static void lowercase_escapes(char *s) {
+  for (; *s; s++)
+    if (*s == '\\' && *++s == 'u')
+      for (int i = 0; i < 4 && s[1]; i++, s++)
+        if (s[1] >= 'A' && s[1] <= 'F') s[1] = (char)(s[1] - 'A' + 'a');
 }
 
 /* The header JSON: __metadata__ first, then the tensors in data order. */
@@ -249,6 +272,7 @@ static int build_header(item *items, size_t n, size_t nmeta, const char *const *
   if (!rc) {
     *out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!*out) rc = DLPX_ENOMEM;
+    else lowercase_escapes(*out);
   }
   json_decref(root);
   if (rc == DLPX_ENOMEM) return dlpx__fail(rc, "no memory for the header");
@@ -263,7 +287,10 @@ static int encode_aliases(const item *items, size_t n, char **out) {
   size_t count = 0;
   for (size_t i = 0; i < n; i++)
     if (items[i].alias_of != SIZE_MAX) {
-      json_object_set_new(a, items[i].name, json_string(items[items[i].alias_of].name));
+      if (json_object_set_new(a, items[i].name, json_string(items[items[i].alias_of].name))) {
+        json_decref(a);
+        return json_fail("tensor name", items[i].name); /* not UTF-8 (or no memory) */
+      }
       count++;
     }
   if (count) *out = json_dumps(a, JSON_COMPACT | JSON_SORT_KEYS);
@@ -400,6 +427,56 @@ done:
   return rc;
 }
 
+/* Whether |name| is a temporary file of a save of |base|: ".<base>.tmp-"
+ * and the six characters mkostemp puts in place of XXXXXX. */
+static bool is_tmp_of(const char *name, const char *base) {
+  size_t bl = strlen(base);
+  if (name[0] != '.' || strncmp(name + 1, base, bl) || strncmp(name + 1 + bl, ".tmp-", 5))
+    return false;
+  const char *x = name + 1 + bl + 5;
+  for (int i = 0; i < 6; i++) {
+    char c = x[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+      return false;
+  }
+  return x[6] == '\0';
+}
+
+static bool older(const struct timespec *a, const struct timespec *b) {
+  return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* After a save of |base| in |dir| succeeded: removes the temporary files
+ * that earlier saves of it left when they were killed.  A save holds an
+ * flock on its temporary file until it is renamed, so only unlocked ones
+ * go, and only those last written before this save made its own (|start|,
+ * the mtime of that file: the same clock), which covers a save that has
+ * made its file but not yet locked it.  Best effort: failures are ignored. */
+static void remove_stale_tmps(const char *dir, const char *base, const struct timespec *start) {
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return;
+  DIR *d = fdopendir(dfd);
+  if (!d) {
+    close(dfd);
+    return;
+  }
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    struct stat st, fst;
+    if (!is_tmp_of(de->d_name, base) ||
+        dlpx__fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+        !older(&st.st_mtim, start))
+      continue;
+    int fd = openat(dfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && dlpx__fstat(fd, &fst) == 0 && fst.st_dev == st.st_dev &&
+        fst.st_ino == st.st_ino)
+      unlinkat(dfd, de->d_name, 0);
+    close(fd);
+  }
+  closedir(d);
+}
+
 int dlpx_save_file(const char *path, size_t n, const char *const *names,
                    const dlpx_tensor *const *tensors, size_t nmeta, const char *const *keys,
                    const char *const *values, uint32_t flags) {
@@ -436,12 +513,31 @@ int dlpx_save_file(const char *path, size_t n, const char *const *names,
     snprintf(tmp, tl, "%.*s/.%s.tmp-XXXXXX", (int)(slash - path), path, slash + 1);
   else
     snprintf(tmp, tl, ".%s.tmp-XXXXXX", path);
-  int fd = mkostemp(tmp, O_CLOEXEC);
-  if (fd < 0) {
-    rc = dlpx__fail(DLPX_EIO, "%s: cannot create a temporary file in %s: %s", path, dir,
-                    strerror(errno));
-    goto out;
+  /* Locked until renamed (through |held|, which outlives the close of
+   * |fd|): later saves leave it alone while this one runs.  Without flock
+   * (some network file systems) no temporary file is ever removed.  A
+   * concurrent save may find the file before it is locked and remove it
+   * (holding the lock while it does): wait for the lock, and make another
+   * file if this one is gone. */
+  int fd, lrc;
+  struct stat st;
+  bool locked;
+  size_t tmplen = strlen(tmp);
+  for (;;) {
+    memcpy(tmp + tmplen - 6, "XXXXXX", 6);
+    fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+      rc = dlpx__fail(DLPX_EIO, "%s: cannot create a temporary file in %s: %s", path, dir,
+                      strerror(errno));
+      goto out;
+    }
+    while ((lrc = flock(fd, LOCK_EX)) != 0 && errno == EINTR) {
+    }
+    locked = lrc == 0 && dlpx__fstat(fd, &st) == 0;
+    if (!locked || st.st_nlink > 0) break;
+    close(fd);
   }
+  int held = locked ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
   if (fchmod(fd, new_file_mode()) != 0) {
     rc = dlpx__fail(DLPX_EIO, "%s: fchmod failed: %s", tmp, strerror(errno));
   }
@@ -455,8 +551,10 @@ int dlpx_save_file(const char *path, size_t n, const char *const *names,
                     strerror(errno));
   if (rc) {
     unlink(tmp);
+    if (held >= 0) close(held);
     goto out;
   }
+  if (held >= 0) close(held);
   if (!(flags & DLPX_SAVE_NO_FSYNC)) {
     /* The rename is durable once the directory is. */
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -466,6 +564,7 @@ int dlpx_save_file(const char *path, size_t n, const char *const *names,
       close(dfd);
     }
   }
+  if (!rc && held >= 0) remove_stale_tmps(dir, slash ? slash + 1 : path, &st.st_mtim);
 out:
   free(dir);
   free(tmp);
