@@ -72,6 +72,10 @@ DLPX_API const dlpx_st_entry *dlpx_st_header_entry(const dlpx_st_header *header,
  * tensor; not recorded as the last error: a lookup may fail harmlessly). */
 DLPX_API int dlpx_st_header_find(const dlpx_st_header *header, const char *name, size_t *index);
 
+/* 1 when the header has a __metadata__ object (maybe empty), 0 when it has
+ * none (or null). */
+DLPX_API int dlpx_st_header_has_metadata(const dlpx_st_header *header);
+
 /* The number of __metadata__ entries and entry |index|: key and value,
  * borrowed.  Returns 0 or DLPX_EINDEX. */
 DLPX_API size_t dlpx_st_header_metadata_count(const dlpx_st_header *header);
@@ -198,6 +202,8 @@ DLPX_API int dlpx_file_read_slice(dlpx_file *file, size_t index, int32_t n,
 #define DLPX_SAVE_CHECKSUMS 1u  /* store dlpx checksums in __metadata__ */
 #define DLPX_SAVE_ALIASES_ONCE 2u /* store tensors that are the same view once; see below */
 #define DLPX_SAVE_NO_FSYNC 4u   /* skip the fsyncs (not crash-safe; for scratch files) */
+#define DLPX_SAVE_METADATA 8u   /* write __metadata__ also when it has no entries (as the
+                                 * reference does for an empty dict) */
 
 /* Saves the |n| host tensors |tensors| under the UTF-8 |names| (distinct,
  * no NUL) to |path| in the safetensors format, in the reference writer's

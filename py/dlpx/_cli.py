@@ -78,7 +78,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     from ._files import File
     from ._load import shard_paths
     paths, _ = shard_paths(args.file)
-    docs = []
+    docs: list[dict[str, Any]] = []
     for p in paths:
         with File(p) as f:
             tensors = [{"name": e.name, "dtype": e.st_dtype, "shape": list(e.shape),
@@ -266,7 +266,7 @@ def _plain_read(path: str, threads: int, chunk: int) -> float:
     fd = os.open(path, os.O_RDONLY)
     try:
         def part(off: int) -> None:
-            mv = memoryview(buf)[off:off + chunk]
+            mv = memoryview(buf)[off:off + chunk]  # type: ignore[arg-type]
             got = 0
             while got < len(mv):
                 n = os.preadv(fd, [mv[got:]], off + got)

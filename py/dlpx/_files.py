@@ -9,10 +9,10 @@ import json
 import os
 from typing import Any, Optional
 
-from . import _bridge, _capi
+from . import _capi
 from ._dtypes import dtype as _dtype
 from ._errors import ErrorCode, check, message
-from ._lib import ffi, lib
+from ._lib import ffi, lib, library_path
 
 __all__ = ["File", "Entry", "handle", "wrap", "FRAMEWORKS", "framework_arg", "convert",
            "METADATA_PREFIX", "path_arg", "index_items"]
@@ -21,7 +21,7 @@ __all__ = ["File", "Entry", "handle", "wrap", "FRAMEWORKS", "framework_arg", "co
 METADATA_PREFIX = "dlpx."
 _ALIASES = METADATA_PREFIX + "aliases"
 
-_tensor_object = ctypes.PyDLL(_bridge.library_path).dlpx_py_tensor_object
+_tensor_object = ctypes.PyDLL(library_path).dlpx_py_tensor_object
 _tensor_object.restype = ctypes.py_object
 _tensor_object.argtypes = [ctypes.c_void_p]
 
@@ -47,11 +47,10 @@ def path_arg(path: Any) -> str:
         p = os.fspath(path)
     except TypeError:
         raise TypeError(f"expected a path (str or os.PathLike), not {type(path).__name__}") from None
-    if isinstance(p, bytes):
-        p = os.fsdecode(p)
-    if "\0" in p:
+    text = os.fsdecode(p) if isinstance(p, bytes) else str(p)
+    if "\0" in text:
         raise ValueError("path contains a NUL character")
-    return p
+    return text
 
 
 class Entry:
@@ -78,6 +77,10 @@ class Entry:
         return f"Entry({self.name!r}, {self.st_dtype}, {self.shape}, [{self.begin}, {self.end}))"
 
 
+# codes that a header's content causes: all of them a malformed file
+_MALFORMED = {int(getattr(ErrorCode, n)) for n in ("EDTYPE", "EOVERFLOW", "ESHAPE")}
+
+
 class File:
     """An open safetensors file: the header was read and validated at open;
     tensors are read on demand.  Thread-safe (reads may run in parallel)."""
@@ -90,7 +93,7 @@ class File:
         out = ffi.new("dlpx_file **")
         rc = lib.dlpx_file_open(self.path.encode("utf-8", "surrogateescape"),
                                 lib.DLPX_FILE_DIRECT if direct else 0, out)
-        if rc in (ErrorCode.EDTYPE, ErrorCode.EOVERFLOW, ErrorCode.ESHAPE):
+        if rc in _MALFORMED:
             raise ValueError(message())  # a malformed file, whatever rule it breaks
         check(rc)
         self._h = ffi.gc(out[0], lib.dlpx_file_close)
@@ -98,6 +101,7 @@ class File:
         self.entries = [Entry(i, lib.dlpx_st_header_entry(header, i))
                         for i in range(lib.dlpx_st_header_count(header))]
         self.by_name = {e.name: e for e in self.entries}
+        self.has_metadata = bool(lib.dlpx_st_header_has_metadata(header))
         self.all_metadata: dict[str, str] = {}
         k = ffi.new("const char **")
         v = ffi.new("const char **")
@@ -128,10 +132,13 @@ class File:
     # ---- the header ----------------------------------------------------------
 
     def metadata(self) -> Optional[dict[str, str]]:
-        """The user's metadata (dlpx's own keys left out), or None when
-        there is none, as safetensors returns it."""
+        """The user's metadata, as safetensors returns it: the __metadata__
+        map, or None without one.  dlpx's own keys are left out, and a map
+        that held only those is None (the user stored none)."""
         user = {k: v for k, v in self.all_metadata.items() if not k.startswith(METADATA_PREFIX)}
-        return user or None
+        if len(user) < len(self.all_metadata):
+            return user or None
+        return user if self.has_metadata else None
 
     def names(self) -> list[str]:
         """Tensor names, aliases included, sorted (as safetensors' keys())."""

@@ -70,7 +70,7 @@ def _chunk_arg(chunk_size: Any, verify: bool) -> int:
         raise ValueError(f"chunk_size must be an int of at least 4096 bytes, not {chunk_size!r}")
     if verify:  # pieces on checksum boundaries, so that every piece is checked
         chunk_size = max(1, round(chunk_size / DEFAULT_CHUNK_SIZE)) * DEFAULT_CHUNK_SIZE
-    return chunk_size
+    return int(chunk_size)
 
 
 def _verify_for(f: File, verify: Any, default: bool) -> bool:
@@ -452,7 +452,7 @@ class _Slice:
         return list(self._e.shape)
 
     def get_dtype(self) -> str:
-        return self._e.st_dtype
+        return str(self._e.st_dtype)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -465,7 +465,7 @@ class _Slice:
     def __len__(self) -> int:
         if not self._e.shape:
             raise TypeError("len() of a 0-d tensor")
-        return self._e.shape[0]
+        return int(self._e.shape[0])
 
     def __getitem__(self, key: Any) -> Any:
         o = self._owner

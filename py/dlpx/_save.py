@@ -91,7 +91,8 @@ def save_file(tensors: Mapping[str, Any], filename: Any, metadata: Optional[Mapp
     handles = [handle(v) for v in views]
     flags = ((lib.DLPX_SAVE_CHECKSUMS if checksum else 0)
              | (lib.DLPX_SAVE_ALIASES_ONCE if tied == "once" else 0)
-             | (0 if fsync else lib.DLPX_SAVE_NO_FSYNC))
+             | (0 if fsync else lib.DLPX_SAVE_NO_FSYNC)
+             | (lib.DLPX_SAVE_METADATA if metadata is not None else 0))
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise FileNotFoundError(f"{path}: the directory {parent} does not exist")

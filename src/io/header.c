@@ -37,6 +37,8 @@ int dlpx_st_header_metadata(const dlpx_st_header *h, size_t index, const char **
   return 0;
 }
 
+int dlpx_st_header_has_metadata(const dlpx_st_header *h) { return h && h->has_meta ? 1 : 0; }
+
 int dlpx_st_header_find(const dlpx_st_header *h, const char *name, size_t *index) {
   if (!h || !name) return DLPX_EINVAL;
   size_t lo = 0, hi = h->count;
@@ -125,6 +127,7 @@ static int parse_metadata(dlpx_st_header *h, json_t *m) {
   if (json_is_null(m)) return 0;
   if (!json_is_object(m))
     return dlpx__fail(DLPX_EFORMAT, "__metadata__ is not a JSON object of strings");
+  h->has_meta = true;
   size_t n = json_object_size(m);
   h->meta = calloc(2 * n + 1, sizeof(char *));
   if (!h->meta) return dlpx__fail(DLPX_ENOMEM, "cannot allocate the metadata");

@@ -26,6 +26,7 @@ struct dlpx_st_header {
   uint64_t chunk;         /* checksum chunk; 0 without checksums */
   size_t nmeta;
   char **meta;            /* key, value, key, value, ... */
+  bool has_meta;          /* __metadata__ is there (an object, maybe empty) */
   void *arena;            /* names and shapes */
 };
 

@@ -234,11 +234,11 @@ static void lowercase_escapes(char *s) {
 /* The header JSON: __metadata__ first, then the tensors in data order. */
 static int build_header(item *items, size_t n, size_t nmeta, const char *const *keys,
                         const char *const *values, const char *sums, const char *aliases,
-                        char **out) {
+                        bool meta_always, char **out) {
   json_t *root = json_object();
   if (!root) return dlpx__fail(DLPX_ENOMEM, "no memory for the header");
   int rc = 0;
-  if (nmeta || sums || aliases) {
+  if (nmeta || sums || aliases || meta_always) {
     json_t *m = json_object();
     if (!m || json_object_set_new(root, "__metadata__", m)) rc = DLPX_ENOMEM;
     for (size_t i = 0; !rc && i < nmeta; i++) {
@@ -379,7 +379,8 @@ static int write_file(int fd, const char *tmp, item *items, size_t n, size_t nme
       goto done;
   }
   if ((rc = encode_aliases(items, n, &aliases))) goto done;
-  if ((rc = build_header(items, n, nmeta, keys, values, sums_json, aliases, &header))) goto done;
+  if ((rc = build_header(items, n, nmeta, keys, values, sums_json, aliases,
+                             flags & DLPX_SAVE_METADATA, &header))) goto done;
   size_t hlen = strlen(header);
   uint64_t padded = (hlen + 7) / 8 * 8;
   uint64_t data0 = 8 + padded;
@@ -399,7 +400,8 @@ static int write_file(int fd, const char *tmp, item *items, size_t n, size_t nme
     sums_json = header = NULL;
     if ((rc = dlpx__st_encode_checksums(n, snames, shashes, scounts, DLPX_CHECKSUM_CHUNK,
                                         &sums_json)) ||
-        (rc = build_header(items, n, nmeta, keys, values, sums_json, aliases, &header)))
+        (rc = build_header(items, n, nmeta, keys, values, sums_json, aliases,
+                             flags & DLPX_SAVE_METADATA, &header)))
       goto done;
     if (strlen(header) != hlen) {
       rc = dlpx__fail(DLPX_ESTATE, "internal error: the header changed size");
@@ -482,7 +484,8 @@ int dlpx_save_file(const char *path, size_t n, const char *const *names,
                    const char *const *values, uint32_t flags) {
   if (!path || (n && (!names || !tensors)) || (nmeta && (!keys || !values)))
     return dlpx__fail(DLPX_EINVAL, "dlpx_save_file: NULL argument");
-  if (flags & ~(DLPX_SAVE_CHECKSUMS | DLPX_SAVE_ALIASES_ONCE | DLPX_SAVE_NO_FSYNC))
+  if (flags & ~(DLPX_SAVE_CHECKSUMS | DLPX_SAVE_ALIASES_ONCE | DLPX_SAVE_NO_FSYNC |
+                DLPX_SAVE_METADATA))
     return dlpx__fail(DLPX_EINVAL, "dlpx_save_file: unknown flags 0x%x", flags);
   if (!*path) return dlpx__fail(DLPX_EINVAL, "dlpx_save_file: empty path");
   int rc = check_names(n, names, nmeta, keys, values);

@@ -20,6 +20,7 @@ import ctypes
 import hashlib
 import json
 import math
+import mmap
 import os
 import struct
 
@@ -102,14 +103,6 @@ def _ref_pt_reads(name):
             return False
 
 
-def _ref_pt_writes(name):
-    try:
-        ref_pt.save({"x": _pt_probe(name)})
-        return True
-    except Exception:
-        return False
-
-
 NP_CANDIDATES = ["bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64",
                  "int64", "float16", "float32", "float64", "complex64", "bfloat16",
                  "float8_e4m3fn", "float8_e5m2"]
@@ -126,12 +119,10 @@ PT_HAVE = [n for n in PT_CANDIDATES if hasattr(torch, n)]
 PT_REF = [n for n in PT_HAVE if _ref_pt_reads(n) and n != "float4_e2m1fn_x2"]
 #: NumPy (ml_dtypes) dtypes whose files the reference reads through torch
 ML_VIA_PT = [n for n in ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
-                         "float8_e5m2fnuz") if n in PT_REF]
-#: every dtype dlpx writes that NumPy (with ml_dtypes) holds
-DLPX_NP = sorted(set(NP_REF) | set(ML_VIA_PT) | {"float8_e8m0fnu"})
+                         "float8_e5m2fnuz", "float8_e8m0fnu") if n in PT_REF]
 
 
-def test_the_reference_has_the_dtypes_the_brief_names():
+def test_the_reference_supports_the_usual_dtypes():
     """Not a dlpx check: which dtypes the installed reference supports, so
     a reduced matrix below is visible rather than silent."""
     for n in ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
@@ -318,7 +309,7 @@ def tensor_dicts(draw, dtypes, make, max_size=8):
 
 # ---- 1. round trips with the reference -----------------------------------------------------
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)
 @given(d=tensor_dicts(NP_REF, make_np), metadata=METADATA, mode=st.sampled_from(MODES),
        framework=st.sampled_from(["numpy", "np", "dlpx", "torch"]))
 def test_reference_numpy_files_load_in_dlpx(tmp_path, d, metadata, mode, framework):
@@ -337,7 +328,7 @@ def test_reference_numpy_files_load_in_dlpx(tmp_path, d, metadata, mode, framewo
     assert_same_dicts(dlpx.load(read_bytes(p), framework="np"), d)
 
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)
 @given(d=tensor_dicts(NP_REF, make_np), metadata=METADATA, checksum=st.booleans())
 def test_dlpx_files_load_in_reference_numpy(tmp_path, d, metadata, checksum):
     p = tmp_path / "mine.safetensors"
@@ -354,7 +345,7 @@ def test_dlpx_files_load_in_reference_numpy(tmp_path, d, metadata, checksum):
         assert f.metadata() == metadata
 
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)
 @given(d=tensor_dicts(NP_REF, make_np), metadata=METADATA)
 def test_dlpx_writes_the_reference_bytes_numpy(tmp_path, d, metadata):
     ref = ref_np.save(d, metadata=metadata)
@@ -365,9 +356,11 @@ def test_dlpx_writes_the_reference_bytes_numpy(tmp_path, d, metadata):
     # ... and from dlpx tensors and torch tensors of the same values
     assert_same_file(dlpx.save({k: dlpx.from_dlpack(v) for k, v in d.items()}, metadata,
                                checksum=False), ref, metadata)
+    assert_same_file(dlpx.save({k: np_to_pt(v) for k, v in d.items()}, metadata,
+                               checksum=False), ref, metadata)
 
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)
 @given(d=tensor_dicts(PT_REF, make_pt), metadata=METADATA, mode=st.sampled_from(MODES),
        framework=st.sampled_from(["torch", "pt", "dlpx"]))
 def test_reference_torch_files_load_in_dlpx(tmp_path, d, metadata, mode, framework):
@@ -385,7 +378,7 @@ def test_reference_torch_files_load_in_dlpx(tmp_path, d, metadata, mode, framewo
             assert f.get_slice(k).get_dtype() == r.get_slice(k).get_dtype()
 
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)
 @given(d=tensor_dicts(PT_REF, make_pt), metadata=METADATA, checksum=st.booleans(),
        tied=st.sampled_from(["error", "once"]))
 def test_dlpx_files_load_in_reference_torch(tmp_path, d, metadata, checksum, tied):
@@ -398,7 +391,7 @@ def test_dlpx_files_load_in_reference_torch(tmp_path, d, metadata, checksum, tie
             assert_same(r.get_tensor(k), d[k], k)
 
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=100, **SETTINGS)
 @given(d=tensor_dicts(PT_REF, make_pt), metadata=METADATA)
 def test_dlpx_writes_the_reference_bytes_torch(d, metadata):
     ref = ref_pt.save(d, metadata=metadata)
@@ -406,7 +399,7 @@ def test_dlpx_writes_the_reference_bytes_torch(d, metadata):
 
 
 @settings(max_examples=40, **SETTINGS)
-@given(d=tensor_dicts(ML_VIA_PT + ["float8_e8m0fnu"], make_np), metadata=METADATA)
+@given(d=tensor_dicts(ML_VIA_PT, make_np), metadata=METADATA)
 def test_ml_dtypes_arrays_against_reference_torch(tmp_path, d, metadata):
     """bfloat16 and float8 NumPy arrays (ml_dtypes) saved by dlpx are what
     safetensors.torch writes for the same bits; dlpx gives them back to
@@ -418,9 +411,7 @@ def test_ml_dtypes_arrays_against_reference_torch(tmp_path, d, metadata):
     dlpx.save_file(d, p, metadata)
     for mode in MODES:
         assert_same_dicts(dlpx.load_file(p, mode=mode, framework="numpy"), d)
-    readable = {k: v for k, v in as_pt.items() if str(v.dtype)[6:] in PT_REF}
-    if len(readable) == len(as_pt):
-        assert_same_dicts(ref_pt.load_file(str(p)), as_pt)
+    assert_same_dicts(ref_pt.load_file(str(p)), as_pt)
 
 
 def test_float4_against_the_reference(tmp_path):
@@ -520,7 +511,9 @@ RICH = {"w": ("float32", (5, 7)), "é.bias": ("float16", (7,)), "scalar": ("int6
         "u64": ("uint64", (4,)), "cx": ("complex64", (2, 3)), "bf": ("bfloat16", (3, 3)),
         "f8": ("float8_e4m3fn", (6,)), "f8b": ("float8_e5m2", (2, 1, 3)),
         "i16": ("int16", (1, 1)), "u16": ("uint16", (5,)), "u32": ("uint32", (2,)),
-        "i32": ("int32", (3, 0, 2)), "f64": ("float64", (4, 1))}
+        "i32": ("int32", (3, 0, 2)), "f64": ("float64", (4, 1)),
+        "f8uz": ("float8_e4m3fnuz", (3,)), "f8buz": ("float8_e5m2fnuz", (2, 2)),
+        "e8m0": ("float8_e8m0fnu", (5,))}
 
 
 def rich_arrays():
@@ -540,8 +533,8 @@ def rich_files(tmp_path_factory):
     return d, {"dlpx": mine, "ref": ref}
 
 
-def _jax_expected(fw):
-    if dlpx._files.FRAMEWORKS[fw] == "jax":
+def skip_without_jax(framework):
+    if dlpx._files.FRAMEWORKS[framework] == "jax":
         need_jax()
 
 
@@ -549,7 +542,7 @@ def _jax_expected(fw):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("source", ["dlpx", "ref"])
 def test_load_file_every_mode_and_framework(rich_files, source, mode, framework):
-    _jax_expected(framework)
+    skip_without_jax(framework)
     d, files = rich_files
     got = dlpx.load_file(files[source], mode=mode, framework=framework)
     assert list(got) == sorted(d)
@@ -561,7 +554,7 @@ def test_load_file_every_mode_and_framework(rich_files, source, mode, framework)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("source", ["dlpx", "ref"])
 def test_safe_open_every_mode_and_framework(rich_files, source, mode, framework):
-    _jax_expected(framework)
+    skip_without_jax(framework)
     d, files = rich_files
     with dlpx.safe_open(files[source], framework=framework, mode=mode) as f:
         assert f.keys() == sorted(d) == list(f)
@@ -610,7 +603,7 @@ def test_load_into_every_target_kind(rich_files, source, target, direct):
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("source", ["dlpx", "ref"])
 def test_load_bytes_every_framework(rich_files, source, framework):
-    _jax_expected(framework)
+    skip_without_jax(framework)
     d, files = rich_files
     data = read_bytes(files[source])
     for buf in (data, bytearray(data), memoryview(data)):
@@ -645,13 +638,16 @@ def test_mmap_numpy_is_a_read_only_view_of_the_file(rich_files):
             w.flags.writeable = True
         with pytest.raises((ValueError, BufferError)):
             dlpx.from_dlpack(w).copy_(np.zeros_like(d["w"]))
-    # one mapping: tensors lie at their file offsets from each other
+    # one mapping of the file: each tensor lies at its file offset from a
+    # page boundary, and at its distance in the file from the others
     with dlpx.safe_open(files["dlpx"]) as f:
         entries = f._file_live().by_name
+        data_at = dlpx.lib.dlpx_file_data_offset(f._file_live()._h)
     nonempty = [k for k in got if got[k].size]
     a = nonempty[0]
-    for b in nonempty[1:]:
+    for b in nonempty:
         assert data_ptr(got[b]) - data_ptr(got[a]) == entries[b].begin - entries[a].begin
+        assert (data_ptr(got[b]) - data_at - entries[b].begin) % mmap.PAGESIZE == 0
     t = dlpx.load_file(files["dlpx"])["w"]
     assert t.readonly
     with pytest.raises(ValueError):
@@ -683,12 +679,13 @@ def test_mmap_torch_is_copy_on_write(tmp_path, how):
 @pytest.mark.parametrize("framework", ["dlpx", "numpy", "torch", "jax"])
 @pytest.mark.parametrize("mode", ["pread", "direct"])
 def test_pread_tensors_are_owned_writable_and_aligned(rich_files, mode, framework):
-    _jax_expected(framework)
+    skip_without_jax(framework)
     d, files = rich_files
     got = dlpx.load_file(files["ref"], mode=mode, framework=framework)
     with dlpx.safe_open(files["ref"], framework=framework, mode=mode) as f:
         opened = {k: f.get_tensor(k) for k in f.keys()}
     for src in (got, opened):
+        assert_same_dicts(src, d)
         for k, v in src.items():
             if framework == "jax":
                 continue  # immutable arrays; JAX decides where they live
@@ -767,6 +764,53 @@ def test_paths_and_threads(tmp_path, rich_files):
         for res in pool.map(job, range(12)):
             for got in res:
                 assert_same_dicts(got, d)
+
+
+def test_files_from_other_writers(tmp_path):
+    """The format allows any entry order in the header, __metadata__
+    anywhere, and tensors at offsets that are not multiples of their
+    element size (writers other than the reference make such files)."""
+    hdr = ('{"b": {"dtype": "F64", "shape": [2], "data_offsets": [3, 19]}, '
+           '"__metadata__": {"k": "v"}, '
+           '"c": {"dtype": "BF16", "shape": [1, 1], "data_offsets": [19, 21]}, '
+           '"a": {"dtype": "U8", "shape": [3], "data_offsets": [0, 3]}}').encode()
+    b = np.array([1.5, -2.25])
+    blob = (struct.pack("<Q", len(hdr) + 5) + hdr + b"     " + bytes([1, 2, 3]) + b.tobytes()
+            + b"\x80\x3f")
+    p = tmp_path / "other.safetensors"
+    p.write_bytes(blob)
+    want = {"a": np.array([1, 2, 3], np.uint8), "b": b,
+            "c": np.array([[1.0]], ml_dtypes.bfloat16)}
+    assert_same_dicts(ref_pt.load_file(str(p)), {k: np_to_pt(v) for k, v in want.items()})
+    for mode in MODES:
+        for fw in FRAMEWORKS:
+            if fw == "jax" and jax is None:
+                continue
+            got = dlpx.load_file(p, mode=mode, framework=fw)
+            assert_same_dicts(got, want)
+        with dlpx.safe_open(p, "pt", mode=mode) as f:
+            assert f.offset_keys() == ["a", "b", "c"] and f.metadata() == {"k": "v"}
+            assert_same(f.get_slice("b")[1:], np_to_pt(b[1:]))
+    for fw in ("np", "pt", "dlpx"):
+        assert_same_dicts(dlpx.load(blob, framework=fw), want)
+        for off in (1, 3):  # a buffer at an odd address
+            buf = memoryview(bytes(off) + blob)[off:]
+            assert_same_dicts(dlpx.load(buf, framework=fw), want)
+    tgt = {k: np.zeros_like(v) for k, v in want.items()}
+    dlpx.load_into(p, tgt)
+    assert_same_dicts(tgt, want)
+
+
+def test_non_native_byte_order_is_refused_cleanly(tmp_path):
+    """NumPy cannot export big-endian arrays through DLPack: saving one is
+    an error (never little-endian bytes misread), and nothing is left."""
+    p = tmp_path / "be.safetensors"
+    with pytest.raises((BufferError, TypeError, ValueError)):
+        dlpx.save_file({"x": np.arange(3, dtype=">f4")}, p)
+    assert os.listdir(tmp_path) == []
+    dlpx.save_file({"x": np.arange(3, dtype="<f4")}, p)
+    with pytest.raises((BufferError, TypeError, ValueError)):
+        dlpx.load_into(p, {"x": np.zeros(3, ">f4")})
 
 
 # ---- 3. layouts on the way in ---------------------------------------------------------------
@@ -871,7 +915,7 @@ _ITEM = st.one_of(st.integers(-6, 6), st.builds(slice, _BOUND, _BOUND,
 INDEXES = st.one_of(_ITEM, st.lists(_ITEM, max_size=6).map(tuple))
 
 
-@settings(max_examples=100, **SETTINGS)
+@settings(max_examples=250, **SETTINGS)
 @given(shape=st.lists(st.integers(0, 5), max_size=4).map(tuple), key=INDEXES,
        dt=st.sampled_from(["float32", "uint8", "bfloat16", "int64", "bool", "float16"]),
        mode=st.sampled_from(MODES), framework=st.sampled_from(["np", "dlpx", "pt"]),

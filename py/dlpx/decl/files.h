@@ -21,6 +21,7 @@ void dlpx_st_header_free(dlpx_st_header *header);
 size_t dlpx_st_header_count(const dlpx_st_header *header);
 const dlpx_st_entry *dlpx_st_header_entry(const dlpx_st_header *header, size_t index);
 int dlpx_st_header_find(const dlpx_st_header *header, const char *name, size_t *index);
+int dlpx_st_header_has_metadata(const dlpx_st_header *header);
 size_t dlpx_st_header_metadata_count(const dlpx_st_header *header);
 int dlpx_st_header_metadata(const dlpx_st_header *header, size_t index, const char **key,
                             const char **value);
@@ -57,6 +58,7 @@ int dlpx_file_read_slice(dlpx_file *file, size_t index, int32_t n, const dlpx_in
 #define DLPX_SAVE_CHECKSUMS 1
 #define DLPX_SAVE_ALIASES_ONCE 2
 #define DLPX_SAVE_NO_FSYNC 4
+#define DLPX_SAVE_METADATA 8
 
 int dlpx_save_file(const char *path, size_t n, const char *const *names,
                    const dlpx_tensor *const *tensors, size_t nmeta, const char *const *keys,
