@@ -35,6 +35,7 @@ _TREE_SUFFIXES = {
     "py": (".py", ".h", ".typed", "README"),
     "scripts": (".sh", ".py"),
     "packaging": (".py",),
+    "fuzz": None,  # the target, its script and its corpus (files without suffixes)
     ".ci": None,
 }
 _GENERATED = {os.path.join("include", "dlpx", "version.h")}  # made by configure

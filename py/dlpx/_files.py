@@ -152,6 +152,10 @@ class File:
             raise KeyError(f"no tensor named {name!r} in {self.path}")
         return e
 
+    def direct_now(self) -> bool:
+        """Whether O_DIRECT reads still work (a refused one turns them off)."""
+        return self._h is not None and bool(lib.dlpx_file_direct(self._h))
+
     # ---- reading -------------------------------------------------------------
 
     @property

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -280,10 +281,21 @@ def load_file(filename: Any, device: Any = "cpu", *, mode: str = "mmap", verify:
     try:
         plan = _plan(files, weight_map)
         out = _load_entries(plan, mode, verify, fw, threads, chunk_size)
+        if mode == "direct":
+            _say_fallback(files)
         return _finish(out, files, fw)
     finally:
         for f in files:
             f.close()
+
+
+def _say_fallback(files: list[File]) -> None:
+    """Warns (RuntimeWarning) about files whose file system refused O_DIRECT,
+    which were therefore read through the page cache."""
+    slow = [f.path for f in files if not f.direct_now()]
+    if slow:
+        warnings.warn(f"O_DIRECT is not available for {', '.join(slow)}: read through the "
+                      "page cache instead (mode='pread')", RuntimeWarning, stacklevel=3)
 
 
 def direct_available(filename: Any) -> bool:
@@ -496,6 +508,8 @@ class safe_open:
         self._file: Optional[File] = File(filename, direct=self._mode == "direct")
         try:
             self._verify = _verify_for(self._file, verify, self._mode != "mmap")
+            if self._mode == "direct":
+                _say_fallback([self._file])
             self._slice_verify = self._verify
         except BaseException:
             self._file.close()

@@ -16,7 +16,8 @@
 
 #define DIRECT_ALIGN ((size_t)4096)
 #define BOUNCE_SIZE ((size_t)2 << 20)     /* O_DIRECT bounce buffer */
-#define VERIFY_PIECE ((size_t)1 << 20)    /* read, then hash while hot in cache */
+#define VERIFY_PIECE ((size_t)256 << 10)  /* read, then hash while still in L2 */
+#define DIRECT_VERIFY_PIECE ((size_t)4 << 20) /* O_DIRECT: large reads (no cache to keep) */
 #define STAGING_SIZE ((size_t)8 << 20)    /* read_into a strided tensor */
 #define SLICE_RUN_MIN ((uint64_t)4096)    /* shorter runs of a slice: copy from the mapping */
 #define PREAD_MAX ((size_t)1 << 30)
@@ -191,14 +192,21 @@ static int read_direct(dlpx_file *f, char *dst, size_t len, uint64_t off) {
     if (!rc && tail) rc = dlpx__pread_full(f->fd, dst + head + mid, tail, off + head + mid, f->path);
     return rc;
   }
+  /* Each read asks for the aligned blocks that hold what is left, at most
+   * the bounce buffer: a small tensor, or the end of a piece, must not cost
+   * a whole buffer of reading. */
+  size_t need = (mis + len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+  size_t cap = need < BOUNCE_SIZE ? need : BOUNCE_SIZE;
   void *bounce = NULL;
-  if (posix_memalign(&bounce, DIRECT_ALIGN, BOUNCE_SIZE))
+  if (posix_memalign(&bounce, DIRECT_ALIGN, cap))
     return dlpx__fail(DLPX_ENOMEM, "no memory for an O_DIRECT buffer");
   int rc = 0;
   uint64_t pos = off - mis; /* aligned */
   size_t skip = mis;
   while (len) {
-    ssize_t r = pread(f->direct_fd, bounce, BOUNCE_SIZE, (off_t)pos);
+    size_t want = (skip + len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+    if (want > cap) want = cap;
+    ssize_t r = pread(f->direct_fd, bounce, want, (off_t)pos);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && errno == EINVAL && pos == off - mis) {
       rc = 1;
@@ -218,7 +226,7 @@ static int read_direct(dlpx_file *f, char *dst, size_t len, uint64_t off) {
     dst += got, len -= got;
     pos += (uint64_t)r;
     skip = 0;
-    if ((size_t)r < BOUNCE_SIZE && len) { /* end of file */
+    if ((size_t)r < want && len) { /* end of file */
       rc = dlpx__pread_full(f->fd, dst, len, pos, f->path);
       break;
     }
@@ -264,7 +272,7 @@ int dlpx_file_read_range(dlpx_file *f, size_t index, uint64_t begin, uint64_t en
   if (!sums) return read_bytes(f, dst, len, off, flags);
   /* Verified: read a piece, hash it while it is in cache. */
   char *p = dst;
-  size_t piece = (flags & DLPX_READ_DIRECT) ? 4 * VERIFY_PIECE : VERIFY_PIECE;
+  size_t piece = (flags & DLPX_READ_DIRECT) ? DIRECT_VERIFY_PIECE : VERIFY_PIECE;
   while (len && !rc) {
     size_t want = len < piece ? len : piece;
     rc = read_bytes(f, p, want, off, flags);
