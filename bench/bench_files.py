@@ -4,27 +4,36 @@ machine (plain reads, memcpy), measured in the same run.  Prints a table
 and writes JSON; never asserts on time.
 
     python bench/bench_files.py [--quick] [--size-mib N] [--repeat N]
-                                [--dir DIR] [--keep] [--json PATH] [--no-cold]
+        [--dir DIR] [--keep] [--no-cold] [--only KEY] [--json PATH]
 
 The checkpoint: about 200 float32 tensors shaped like a small transformer
 (16 layers of attention, MLP and norms, an embedding and an LM head),
---size-mib in all (default 1024), saved by dlpx.save_file(checksum=True)
-as one file, as a 4-shard checkpoint with a model.safetensors.index.json,
-and by torch.save as a .pt file.
+--size-mib in all (default 1024; --quick: 16 MiB, one run), saved by
+dlpx.save_file(checksum=True) as one file, as a 4-shard checkpoint with a
+model.safetensors.index.json (Hugging Face's weight_map), and by
+torch.save as a .pt file, in a new directory under --dir (default /tmp),
+removed at the end unless --keep.
 
 Each method is timed from the call until the first tensor is in hand
 ("first"), and until every tensor is in hand and every page of it was
 touched ("all": one element per 4096 bytes is summed, since mapped files
-load lazily).  GB/s = file bytes / all.  Best of --repeat runs.  The sums
-of the touched elements are compared with the saved tensors' own, so a
-loader that returns wrong data is marked.
+load lazily).  GB/s = file bytes / all.  Best of --repeat runs (default
+3).  The sums of the touched elements are compared with those of the saved
+tensors, so a loader that returns wrong data is marked.  A peer that
+fails is reported in its row ("n/a: why"); the run goes on.
 
-Warm: the files were read once before (page cache).  Cold: before each
-run the files' pages are evicted from the page cache with
-posix_fadvise(POSIX_FADV_DONTNEED) (or, where pages stay resident,
-/proc/sys/vm/drop_caches), checked with mincore; the method used is
-printed.  O_DIRECT reads ("direct") skip the page cache, so their warm
-numbers are cold ones too.
+Warm: every method in turn, each after one read of its files (page
+cache).  Cold, after all the warm runs: before each run the files' pages
+are evicted with posix_fadvise(POSIX_FADV_DONTNEED) (or, where pages stay
+resident, /proc/sys/vm/drop_caches), checked with mincore; the method used
+is printed, and there is no cold column when neither works.  O_DIRECT
+reads ("direct") skip the page cache, so their warm numbers are cold ones.
+
+The limits: preadv into pre-faulted memory with 1 and N threads (N =
+os.cpu_count(), 16 MiB pieces), into fresh memory (np.empty each run)
+with N threads, and memcpy (np.copyto, 1 thread).  CPU time taken by
+other processes (and the hypervisor) while the rows ran is measured from
+/proc/stat: rows measured on a busy machine are marked.
 """
 
 import argparse
@@ -55,6 +64,13 @@ LAYERS = 16
 NCPU = os.cpu_count() or 1
 
 clock = time.perf_counter
+VERBOSE = [False]
+
+
+def say(msg):
+    """Progress, on stderr: with --verbose or when stderr is a terminal."""
+    if VERBOSE[0] or sys.stderr.isatty():
+        print(msg, file=sys.stderr, flush=True)
 
 
 # ---- the checkpoint ----------------------------------------------------------------------
@@ -74,7 +90,8 @@ def shapes_for(total_bytes):
         p = f"model.layers.{i}."
         out += [(p + "input_layernorm.weight", (d,))]
         for n in "qkv":
-            out += [(p + f"self_attn.{n}_proj.weight", (d, d)), (p + f"self_attn.{n}_proj.bias", (d,))]
+            out += [(p + f"self_attn.{n}_proj.weight", (d, d)),
+                    (p + f"self_attn.{n}_proj.bias", (d,))]
         out += [(p + "self_attn.o_proj.weight", (d, d)),
                 (p + "post_attention_layernorm.weight", (d,)),
                 (p + "mlp.gate_proj.weight", (ffn, d)),
@@ -105,7 +122,6 @@ def touch(t):
 
 def build(dirpath, total_bytes, seed=0):
     """Writes the checkpoint files; returns (info, reference sums, shapes)."""
-    import torch
     rng = np.random.default_rng(seed)
     shapes = shapes_for(total_bytes)
     sd = {}
@@ -136,16 +152,21 @@ def build(dirpath, total_bytes, seed=0):
     with open(index, "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     pt = os.path.join(dirpath, "model.pt")
-    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, pt)
-    with open(pt, "rb+") as f:
-        os.fsync(f.fileno())
+    try:
+        import torch
+    except ImportError:  # no .pt file: the torch.load rows say so
+        pt = None
+    else:
+        torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, pt)
+        with open(pt, "rb+") as f:
+            os.fsync(f.fileno())
     del sd
     gc.collect()
     info = {"single": single, "index": index, "shards": shard_files, "pt": pt,
             "tensors": len(shapes), "tensor_bytes": total,
             "single_bytes": os.path.getsize(single),
             "sharded_bytes": sum(os.path.getsize(p) for p in shard_files),
-            "pt_bytes": os.path.getsize(pt)}
+            "pt_bytes": os.path.getsize(pt) if pt else 0}
     return info, sums, shapes
 
 
@@ -560,21 +581,28 @@ class Busy:
         except (OSError, ValueError, IndexError):
             return None
 
-    def others(self):
-        """The fraction of all CPUs used by other processes since made."""
+    def others(self, least=0.5):
+        """The fraction of all CPUs that other processes (and the
+        hypervisor: steal) used since made; None under |least| seconds,
+        too short for /proc/stat's clock ticks."""
         wall = clock() - self.t
         a = self._all()
-        if a is None or self.all is None or wall <= 0:
+        if a is None or self.all is None or wall < least:
             return None
-        return max(0.0, (a - self.all) - (self._own() - self.own)) / (wall * NCPU)
+        return min(1.0, max(0.0, (a - self.all) - (self._own() - self.own)) / (wall * NCPU))
 
     def cpu(self):
         return self._own() - self.own
 
 
-def measure(fn, repeat, evict=None, expect=None):
-    """Best of |repeat| runs of |fn| -> a result dict (or the error)."""
-    firsts, alls, cpus, others, bad = [], [], [], [], None
+def measure(fn, repeat, evict=None, expect=None, warmup=False):
+    """Best of |repeat| runs of |fn| -> a result dict (or the error);
+    |warmup|: one untimed run first (imports, first calls)."""
+    if warmup:
+        fn()
+        gc.collect()
+    firsts, alls, cpus, bad = [], [], [], None
+    phase = Busy()
     for _ in range(repeat):
         gc.collect()
         if evict:
@@ -582,7 +610,6 @@ def measure(fn, repeat, evict=None, expect=None):
         b = Busy()
         first, total, sums, keep = fn()
         cpus.append(b.cpu())
-        others.append(b.others())
         del keep
         if expect is not None and sums is not None and bad is None:
             if set(sums) != set(expect):
@@ -594,52 +621,59 @@ def measure(fn, repeat, evict=None, expect=None):
         firsts.append(first)
         alls.append(total)
         gc.collect()
-    busy = [o for o in others if o is not None]
     return {"first_s": min(firsts), "all_s": min(alls), "runs_all_s": alls,
             "runs_first_s": firsts, "cpu_s": min(cpus), "runs_cpu_s": cpus,
-            "others_busy": max(busy) if busy else None, "check": bad or "ok"}
+            "others_busy": phase.others(), "check": bad or "ok"}
 
 
-def run_all(ctx, repeat, only, evictor, do_cold):
+def _phase(r, phase, fn, repeat, ev, expect, warmup=False):
+    try:
+        m = measure(fn, repeat, ev, expect, warmup)
+        m["gbps"] = r["bytes"] / m["all_s"] / 1e9
+        r[phase] = m
+        say(f"  {phase} {r['label']}: first {m['first_s'] * 1e3:.1f} ms, all "
+              f"{m['all_s']:.3f} s, {m['gbps']:.2f} GB/s [{m['check']}]")
+    except Exception as e:  # a failing method is reported, never ends the run
+        r[phase + "_error"] = f"{type(e).__name__}: {e}"
+        say(f"  {phase} {r['label']}: n/a: {r[phase + '_error']}")
+        if os.environ.get("BENCH_TRACE"):
+            traceback.print_exc()
+
+
+def run_all(ctx, repeat, only, evictor, do_cold, warmup):
+    """Every method warm, then every method cold: cold runs change the page
+    cache (its folio sizes, its LRU lists) and free memory in ways that
+    would otherwise leak into the next method's warm runs."""
     rows, limits = methods(ctx)
-    results = {}
+    limit_keys = {k for k, *_ in limits}
+    results, fns = {}, {}
     for key, label, bytes_key, factory, limit_key in limits + rows:
         if only and not any(o in key for o in only) and key not in ("read_fresh", "read_faulted"):
             continue
-        r = {"key": key, "label": label, "bytes": ctx.files[bytes_key], "limit": limit_key,
-             "is_limit": limit_key is None and key in [k for k, *_ in limits]}
+        r = results[key] = {"key": key, "label": label, "bytes": ctx.files[bytes_key],
+                            "limit": limit_key, "is_limit": key in limit_keys}
         try:
+            if bytes_key == "pt_bytes" and not ctx.files["pt"]:
+                raise ImportError("no torch to write the .pt file")
             fn = factory()
         except Exception as e:  # a peer that cannot even start
             r["error"] = f"{type(e).__name__}: {e}"
-            results[key] = r
-            print(f"  {label}: n/a: {r['error']}", file=sys.stderr)
+            say(f"  {label}: n/a: {r['error']}")
             continue
-        expect = ctx.sums if not r["is_limit"] else None
         paths = ctx.paths_for(bytes_key)
-        if evictor.method:
-            # the same page cache before every method's warm runs: the last
-            # method's cold runs leave the pages (and their folio sizes) as
-            # their own read pattern made them
-            evictor(paths)
+        # read once more: a file that other methods did not read for a while
+        # may have lost pages to reclaim (e.g. DAMON's pageout of idle pages)
         warm(paths)
-        for phase, ev in (("warm", None), ("cold", P(evictor, paths) if do_cold else None)):
-            if phase == "cold" and (not do_cold or key == "memcpy"):
-                continue
-            try:
-                m = measure(fn, repeat, ev, expect)
-                m["gbps"] = r["bytes"] / m["all_s"] / 1e9
-                r[phase] = m
-                print(f"  {phase} {label}: first {m['first_s'] * 1e3:.1f} ms, all "
-                      f"{m['all_s']:.3f} s, {m['gbps']:.2f} GB/s [{m['check']}]",
-                      file=sys.stderr)
-            except Exception as e:
-                r[phase + "_error"] = f"{type(e).__name__}: {e}"
-                print(f"  {phase} {label}: n/a: {r[phase + '_error']}", file=sys.stderr)
-                if os.environ.get("BENCH_TRACE"):
-                    traceback.print_exc()
-        results[key] = r
+        _phase(r, "warm", fn, repeat, None, None if r["is_limit"] else ctx.sums, warmup)
+        if do_cold and key != "memcpy":
+            fns[key] = (fn, paths)
+        del fn
         gc.collect()
+    for key, (fn, paths) in fns.items():
+        r = results[key]
+        _phase(r, "cold", fn, repeat, P(evictor, paths), None if r["is_limit"] else ctx.sums)
+        gc.collect()
+    fns.clear()
     ctx.targets_np = ctx.module = ctx.buf = None
     ctx.fresh = None
     gc.collect()
@@ -663,6 +697,7 @@ def machine():
     try:
         with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
             thp = f.read().strip()
+        thp = thp[thp.index("[") + 1:thp.index("]")] if "[" in thp else thp
     except OSError:
         pass
     return {"cpu": cpu, "cores": NCPU, "python": platform.python_version(),
@@ -790,7 +825,8 @@ def targets(results):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description="Loading tensor files: dlpx beside its peers and "
+                                 "the limits of the machine, in one run.")
     ap.add_argument("--quick", action="store_true", help="CI smoke run: 16 MiB, 1 repeat")
     ap.add_argument("--size-mib", type=int, default=None, help="checkpoint size (default 1024)")
     ap.add_argument("--repeat", type=int, default=None, help="best of N runs (default 3)")
@@ -801,7 +837,9 @@ def main():
     ap.add_argument("--only", action="append", default=[],
                     help="run only methods whose key contains this (repeatable)")
     ap.add_argument("--json", default="bench-files.json", help="where to write the results")
+    ap.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     args = ap.parse_args()
+    VERBOSE[0] = args.verbose
     size_mib = args.size_mib or (16 if args.quick else 1024)
     repeat = args.repeat or (1 if args.quick else 3)
 
@@ -814,9 +852,9 @@ def main():
     try:
         info = machine()
         vers = versions()
-        print(f"building {size_mib} MiB checkpoint in {workdir} ...", file=sys.stderr)
+        say(f"building {size_mib} MiB checkpoint in {workdir} ...")
         files, sums, shapes = build(workdir, size_mib * MiB)
-        paths = [files["single"], files["pt"]] + files["shards"]
+        paths = [files["single"]] + files["shards"] + ([files["pt"]] if files["pt"] else [])
         evictor = Evictor(paths)
         do_cold = evictor.method is not None and not args.no_cold
         cold_method = (evictor.method if do_cold else
@@ -825,7 +863,8 @@ def main():
             cold_method += f" before each run (residency after eviction {evictor.residency:.1%})"
         ctx = Ctx(files, sums, shapes)
         busy = Busy()
-        results = run_all(ctx, repeat, args.only, evictor, do_cold)
+        # small files: first calls (imports, caches) would weigh on one run
+        results = run_all(ctx, repeat, args.only, evictor, do_cold, warmup=size_mib < 256)
         others = busy.others()
 
         print()
@@ -835,7 +874,7 @@ def main():
         print(f"checkpoint: {files['tensors']} float32 tensors, {files['tensor_bytes'] / MiB:.0f} "
               f"MiB ({files['single_bytes']} bytes in model.safetensors, 4 shards, "
               f"{files['pt_bytes']} bytes in model.pt); best of {repeat}; warm page cache "
-              f"unless 'cold'")
+              f"unless 'cold'; {NCPU} threads for the N-thread limits")
         if others is not None:
             print(f"other processes took {others:.0%} of the CPUs during the measurements" +
                   (" (a busy machine: the times are not reliable)" if others > BUSY else ""))
@@ -843,6 +882,9 @@ def main():
         print_table(results, cold_method)
         print()
         tg = targets(results)
+        if size_mib < 256:
+            print(f"  ({size_mib} MiB: too small a checkpoint for these to mean much; "
+                  "run without --quick)")
         out = {"machine": info, "versions": vers, "size_mib": size_mib, "repeat": repeat,
                "files": {k: v for k, v in files.items() if not isinstance(v, list)},
                "cold_method": cold_method, "others_busy": others, "results": results,

@@ -172,8 +172,7 @@ class _Reader:
             n = e.nbytes
             for b in range(0, n, self.chunk):
                 out.append((f, e, b, min(n, b + self.chunk), addr))
-        # the largest first, so that no thread is left with a big tail
-        return out
+        return out  # in file order, which readahead likes
 
     def run(self, jobs: Iterable[tuple[File, Entry, int]]) -> None:
         work = self.pieces(jobs)

@@ -19,9 +19,30 @@
 
 #define ALGORITHM "xxh3-64"
 
-uint64_t dlpx_xxh3(const void *data, size_t size) {
+static uint64_t base_hash(const void *data, size_t size) {
   return (uint64_t)XXH3_64bits(size ? data : "", size);
 }
+
+static void base_update(void *state, const void *data, size_t size) {
+  XXH3_64bits_update((XXH3_state_t *)state, data, size);
+}
+
+static const dlpx__xxh3_kernels base = {"baseline", base_hash, base_update};
+
+/* Chosen on first use; racing threads choose the same. */
+static _Atomic(const dlpx__xxh3_kernels *) chosen;
+
+static const dlpx__xxh3_kernels *kernels(void) {
+  const dlpx__xxh3_kernels *k = atomic_load_explicit(&chosen, memory_order_acquire);
+  if (!k) {
+    k = dlpx__xxh3_avx2();
+    if (!k) k = &base;
+    atomic_store_explicit(&chosen, k, memory_order_release);
+  }
+  return k;
+}
+
+uint64_t dlpx_xxh3(const void *data, size_t size) { return kernels()->hash(data, size); }
 
 static size_t chunks_of(uint64_t nbytes, uint64_t chunk) {
   return (size_t)((nbytes + chunk - 1) / chunk);
@@ -193,7 +214,7 @@ int dlpx__sumstream_feed(dlpx__sumstream *s, const void *data, size_t len) {
   while (len) {
     uint64_t c = s->pos / chunk, cend = (c + 1) * chunk < size ? (c + 1) * chunk : size;
     size_t take = (size_t)(cend - s->pos) < len ? (size_t)(cend - s->pos) : len;
-    if (s->active) XXH3_64bits_update(&s->state, p, take);
+    if (s->active) kernels()->update(&s->state, p, take);
     s->pos += take;
     p += take;
     len -= take;
@@ -235,7 +256,7 @@ void dlpx__hasher_feed(dlpx__hasher *s, const void *data, size_t len) {
     uint64_t c = s->pos / s->chunk;
     uint64_t cend = (c + 1) * s->chunk < s->size ? (c + 1) * s->chunk : s->size;
     size_t take = (size_t)(cend - s->pos) < len ? (size_t)(cend - s->pos) : len;
-    XXH3_64bits_update(&s->state, p, take);
+    kernels()->update(&s->state, p, take);
     s->pos += take;
     p += take;
     len -= take;

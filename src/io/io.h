@@ -77,6 +77,17 @@ void dlpx__hasher_free(dlpx__hasher *s);
 int dlpx__fstat(int fd, struct stat *st);
 int dlpx__fstatat(int dirfd, const char *path, struct stat *st, int flags);
 
+/* XXH3-64 kernels: checksum.c's baseline (SSE2 on x86-64) and, where the
+ * processor has it, hash_avx2.c's.  |update| takes an XXH3_state_t. */
+typedef struct {
+  const char *name;
+  uint64_t (*hash)(const void *data, size_t size);
+  void (*update)(void *state, const void *data, size_t size);
+} dlpx__xxh3_kernels;
+
+/* The AVX2 kernels, or NULL where the processor (or the build) lacks them. */
+const dlpx__xxh3_kernels *dlpx__xxh3_avx2(void);
+
 struct dlpx_file {
   int fd;
   int direct_fd;         /* -1 without O_DIRECT */
