@@ -1448,6 +1448,60 @@ static void test_read_range(void) {
   ASSERT_NO_LEAKS(&l);
 }
 
+/* dlpx_file_empty_many: one block, each tensor 64-byte aligned in it, and
+ * the block lives until the last tensor goes. */
+static void test_empty_many(void) {
+  check_live l;
+  check_live_begin(&l);
+  const char *path = tpath("many.safetensors");
+  int64_t s1[] = {3}, s2[] = {5, 7}, s3[] = {0};
+  dlpx_tensor *a = filled("float32", 1, s1, 1), *b = filled("int16", 2, s2, 2),
+              *c = filled("uint8", 1, s3, 3);
+  const char *names[] = {"a", "b", "c"};
+  const dlpx_tensor *ts[] = {a, b, c};
+  ASSERT_OK(dlpx_save_file(path, 3, names, ts, 0, NULL, NULL, NOSYNC | DLPX_SAVE_CHECKSUMS));
+  dlpx_file *f = NULL;
+  ASSERT_OK(dlpx_file_open(path, 0, &f));
+  size_t idx[] = {find(f, "b"), find(f, "c"), find(f, "a")};
+  dlpx_tensor *out[3] = {NULL, NULL, NULL};
+  ASSERT_OK(dlpx_file_empty_many(f, 3, idx, out));
+  ASSERT_PTR_EQ(dlpx_tensor_storage(out[0]), dlpx_tensor_storage(out[1]));
+  ASSERT_PTR_EQ(dlpx_tensor_storage(out[0]), dlpx_tensor_storage(out[2]));
+  const dlpx_tensor *want[] = {b, c, a};
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ((uintptr_t)dlpx_tensor_data(out[i]) % 64, 0);
+    ASSERT_OK(dlpx_file_read_into(f, idx[i], out[i], DLPX_READ_VERIFY));
+    ASSERT_EQ(same_elements(out[i], want[i]), 1);
+  }
+  /* dlpx_file_read_many: the same bytes in one call, and its errors. */
+  for (int i = 0; i < 3; i++) memset(dlpx_tensor_data(out[i]), 0, (size_t)dlpx_tensor_nbytes(out[i]));
+  void *dsts[] = {dlpx_tensor_data(out[0]), dlpx_tensor_data(out[1]), dlpx_tensor_data(out[2])};
+  ASSERT_OK(dlpx_file_read_many(f, 3, idx, dsts, DLPX_READ_VERIFY));
+  for (int i = 0; i < 3; i++) ASSERT_EQ(same_elements(out[i], want[i]), 1);
+  size_t idx_bad[] = {idx[0], 99};
+  ASSERT_RC(DLPX_EINDEX, dlpx_file_read_many(f, 2, idx_bad, dsts, 0));
+  ASSERT_RC(DLPX_EINVAL, dlpx_file_read_many(f, 1, idx, NULL, 0));
+  ASSERT_OK(dlpx_file_read_many(f, 0, NULL, NULL, 0));
+  dlpx_file_close(f);
+  dlpx_tensor_free(out[0]);
+  dlpx_tensor_free(out[2]);
+  ASSERT_EQ(same_elements(out[1], c), 1); /* the block is still there */
+  dlpx_tensor_free(out[1]);
+  /* Errors make nothing. */
+  ASSERT_OK(dlpx_file_open(path, 0, &f));
+  size_t bad[] = {0, 9};
+  out[0] = out[1] = (dlpx_tensor *)&l;
+  ASSERT_RC(DLPX_EINDEX, dlpx_file_empty_many(f, 2, bad, out));
+  ASSERT_PTR_EQ(out[0], NULL);
+  ASSERT_RC(DLPX_EINVAL, dlpx_file_empty_many(f, 2, NULL, out));
+  ASSERT_OK(dlpx_file_empty_many(f, 0, NULL, NULL));
+  dlpx_file_close(f);
+  dlpx_tensor_free(a);
+  dlpx_tensor_free(b);
+  dlpx_tensor_free(c);
+  ASSERT_NO_LEAKS(&l);
+}
+
 static void test_open_errors(void) {
   check_live l;
   check_live_begin(&l);
@@ -2557,6 +2611,7 @@ int main(void) {
   RUN(test_checksums);
   RUN(test_checksums_multichunk);
   RUN(test_read_range);
+  RUN(test_empty_many);
   RUN(test_open_errors);
   RUN(test_truncated_files);
   RUN(test_truncated_after_open);

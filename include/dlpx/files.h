@@ -180,6 +180,22 @@ DLPX_API int dlpx_file_read_into(dlpx_file *file, size_t index, const dlpx_tenso
  * several threads.  New.  Returns 0, DLPX_EINDEX, DLPX_ENOMEM. */
 DLPX_API int dlpx_file_empty(dlpx_file *file, size_t index, dlpx_tensor **out);
 
+/* dlpx_file_empty for the |n| tensors |indices| at once, in one block of
+ * memory (each tensor 64-byte aligned in it), so that small tensors cost
+ * one allocation and few page faults: out[i] for indices[i].  The block
+ * lives until the last of the tensors goes.  New (each out[i]); on failure
+ * none is made.  Returns 0, DLPX_EINVAL, DLPX_EINDEX, DLPX_EOVERFLOW,
+ * DLPX_ENOMEM. */
+DLPX_API int dlpx_file_empty_many(dlpx_file *file, size_t n, const size_t *indices,
+                                  dlpx_tensor **out);
+
+/* Reads the whole of each of the |n| tensors |indices| to dsts[i] (as
+ * dlpx_file_read_range from 0 to its size), in order, in one call: for
+ * many small tensors, whose reads would cost less than the calls.  Stops at
+ * the first error.  Returns the errors of dlpx_file_read_range. */
+DLPX_API int dlpx_file_read_many(dlpx_file *file, size_t n, const size_t *indices,
+                                 void *const *dsts, uint32_t flags);
+
 /* Tensor |index| read into new owned, 64-byte aligned host memory
  * (dlpx_file_read_into of a new tensor), in this thread.  New.
  * Returns the errors of dlpx_file_read_into and DLPX_ENOMEM. */

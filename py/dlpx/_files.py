@@ -179,10 +179,27 @@ class File:
         check(lib.dlpx_file_empty(self._live(), e.index, out))
         return wrap(out[0])
 
+    def empty_many(self, entries: list[Entry]) -> list[Any]:
+        """New tensors for |entries| in one block of memory (small tensors:
+        one allocation, few page faults)."""
+        n = len(entries)
+        idx = ffi.new("size_t[]", [e.index for e in entries])
+        out = ffi.new("dlpx_tensor *[]", n)
+        check(lib.dlpx_file_empty_many(self._live(), n, idx, out))
+        return [wrap(out[i]) for i in range(n)]
+
     def read_range(self, e: Entry, begin: int, end: int, address: int, flags: int) -> None:
         """Reads bytes [begin, end) of |e| to |address| (GIL released)."""
         rc = lib.dlpx_file_read_range(self._live(), e.index, begin, end,
                                       ffi.cast("void *", address), flags)
+        if rc:
+            check(rc)
+
+    def read_many(self, entries: list[Entry], addresses: list[int], flags: int) -> None:
+        """Reads each of |entries| whole to its address, in one call."""
+        idx = ffi.new("size_t[]", [e.index for e in entries])
+        dst = ffi.new("void *[]", [ffi.cast("void *", a) for a in addresses])
+        rc = lib.dlpx_file_read_many(self._live(), len(entries), idx, dst, flags)
         if rc:
             check(rc)
 

@@ -446,6 +446,48 @@ int dlpx_file_empty(dlpx_file *f, size_t index, dlpx_tensor **out) {
   return rc;
 }
 
+int dlpx_file_read_many(dlpx_file *f, size_t n, const size_t *indices, void *const *dsts,
+                        uint32_t flags) {
+  if (!f || (n && (!indices || !dsts))) return dlpx__fail(DLPX_EINVAL, "NULL argument");
+  for (size_t i = 0; i < n; i++) {
+    const dlpx_st_entry *e;
+    int rc = entry_of(f, indices[i], &e);
+    if (!rc) rc = dlpx_file_read_range(f, indices[i], 0, e->end - e->begin, dsts[i], flags);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+int dlpx_file_empty_many(dlpx_file *f, size_t n, const size_t *indices, dlpx_tensor **out) {
+  if (!f || (n && (!indices || !out))) return dlpx__fail(DLPX_EINVAL, "NULL argument");
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    out[i] = NULL;
+    const dlpx_st_entry *e;
+    int rc = entry_of(f, indices[i], &e);
+    if (rc) return rc;
+    uint64_t nbytes = (e->end - e->begin + 63) & ~(uint64_t)63; /* each 64-byte aligned */
+    if (nbytes > SIZE_MAX - total) return dlpx__fail(DLPX_EOVERFLOW, "tensors too large");
+    total += nbytes;
+  }
+  dlpx_storage *s;
+  int rc = dlpx__storage_alloc_pages((size_t)(total ? total : 1), &s);
+  if (rc) return rc;
+  uint64_t at = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    const dlpx_st_entry *e = &f->header->entries[indices[i]];
+    rc = dlpx_tensor_from_storage(s, e->dtype, e->ndim, e->shape, NULL, (int64_t)at, 0, &out[i]);
+    at += (e->end - e->begin + 63) & ~(uint64_t)63;
+  }
+  dlpx_storage_release(s);
+  if (rc)
+    for (size_t i = 0; i < n; i++) {
+      dlpx_tensor_free(out[i]);
+      out[i] = NULL;
+    }
+  return rc;
+}
+
 int dlpx_file_read(dlpx_file *f, size_t index, uint32_t flags, dlpx_tensor **out) {
   const dlpx_st_entry *e;
   if (!out) return dlpx__fail(DLPX_EINVAL, "NULL output");

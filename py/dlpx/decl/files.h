@@ -51,6 +51,10 @@ int dlpx_file_read_range(dlpx_file *file, size_t index, uint64_t begin, uint64_t
                          void *dst, uint32_t flags);
 int dlpx_file_read_into(dlpx_file *file, size_t index, const dlpx_tensor *dst, uint32_t flags);
 int dlpx_file_empty(dlpx_file *file, size_t index, dlpx_tensor **out);
+int dlpx_file_empty_many(dlpx_file *file, size_t n, const size_t *indices,
+                         dlpx_tensor **out);
+int dlpx_file_read_many(dlpx_file *file, size_t n, const size_t *indices, void *const *dsts,
+                        uint32_t flags);
 int dlpx_file_read(dlpx_file *file, size_t index, uint32_t flags, dlpx_tensor **out);
 int dlpx_file_read_slice(dlpx_file *file, size_t index, int32_t n, const dlpx_index *items,
                          uint32_t flags, dlpx_tensor **out);
