@@ -389,6 +389,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(args.run(args))
     except BrokenPipeError:
         return EXIT_OK
+    except ImportError as e:  # a format whose library is not installed (.pt without torch)
+        msg = f"this needs a library that is not installed: {e}"
+        if getattr(args, "json", False):
+            _emit({"error": msg, "type": "ImportError"})
+        print(f"dlpx {args.command}: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (OSError, ValueError, TypeError) as e:
         msg = str(e) or type(e).__name__
         if getattr(args, "json", False):
