@@ -56,6 +56,7 @@ from functools import partial as P
 import numpy as np
 
 import dlpx
+import machine as _machine  # bench/machine.py, beside this script
 
 MiB = 1 << 20
 PAGE = 4096
@@ -684,15 +685,7 @@ def run_all(ctx, repeat, only, evictor, do_cold, warmup):
 
 
 def machine():
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = _machine.cpu_name()
     thp = ""
     try:
         with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:

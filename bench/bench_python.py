@@ -23,6 +23,7 @@ import timeit
 import numpy as np
 
 import dlpx
+import machine as _machine  # bench/machine.py, beside this script
 
 
 def per_call_us(stmt, glb, number):
@@ -60,17 +61,7 @@ def _sizes(label, stmt, gs, gb, number, repeats):
 
 
 def machine():
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__}
+    return _machine.machine(np.__version__)
 
 
 def main():

@@ -26,6 +26,7 @@ from ._lib import ffi, lib, library_path, types
 
 __all__ = ["register", "install_methods", "exchange_api_capsule", "tensor_type",
            "consume", "consume_exchange", "export", "meta", "op", "new", "from_buffer", "copy_into",
+           "tensor_object",
            "OP"]
 
 _pydll = ctypes.PyDLL(library_path)
@@ -49,6 +50,8 @@ new = _bind("dlpx_py_tensor_new", _P, ctypes.c_int64, _P, ctypes.c_uint32, ctype
 from_buffer = _bind("dlpx_py_tensor_from_buffer", _P, _P, ctypes.c_int64, ctypes.c_int64, _P, _P,
                     ctypes.c_uint32)
 copy_into = _bind("dlpx_py_tensor_copy_into", ctypes.c_int, _P, _P)
+#: a new dlpx.Tensor owning a dlpx_tensor * (given as an address)
+tensor_object = _bind("dlpx_py_tensor_object", _P, ctypes.c_void_p)
 _register = _bind("dlpx_py_register", ctypes.c_int, ctypes.c_void_p)
 
 

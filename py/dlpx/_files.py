@@ -4,15 +4,14 @@ dlpx Tensors or converted to a framework's tensors through DLPack."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 from typing import Any, Optional
 
-from . import _capi
+from . import _bridge, _capi
 from ._dtypes import dtype as _dtype
 from ._errors import ErrorCode, check, message
-from ._lib import ffi, lib, library_path
+from ._lib import ffi, lib
 
 __all__ = ["File", "Entry", "handle", "wrap", "FRAMEWORKS", "framework_arg", "convert",
            "METADATA_PREFIX", "path_arg", "index_items"]
@@ -21,15 +20,10 @@ __all__ = ["File", "Entry", "handle", "wrap", "FRAMEWORKS", "framework_arg", "co
 METADATA_PREFIX = "dlpx."
 _ALIASES = METADATA_PREFIX + "aliases"
 
-_tensor_object = ctypes.PyDLL(library_path).dlpx_py_tensor_object
-_tensor_object.restype = ctypes.py_object
-_tensor_object.argtypes = [ctypes.c_void_p]
-
-
 def wrap(ptr: Any) -> Any:
     """A dlpx.Tensor that owns the ``dlpx_tensor *`` |ptr| (taken even on
     failure)."""
-    return _tensor_object(int(ffi.cast("uintptr_t", ptr)))
+    return _bridge.tensor_object(int(ffi.cast("uintptr_t", ptr)))
 
 
 def handle(t: Any) -> Any:
