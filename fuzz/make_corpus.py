@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""make_corpus.py - writes the seed corpus of fuzz/fuzz_header.c to
-fuzz/corpus/header/ (standard library only: struct + json).
+"""make_corpus.py - writes the seed corpora of fuzz/fuzz_header.c to
+fuzz/corpus/header/ and of fuzz/fuzz_shm.c to fuzz/corpus/shm/ (standard
+library only: struct + json).
 
-    python3 fuzz/make_corpus.py [OUTDIR]
+    python3 fuzz/make_corpus.py [OUTDIR [SHM_OUTDIR]]
 
 Seeds are small safetensors files: valid ones covering every dtype name,
 metadata, "dlpx.checksums" (valid and malformed), scalars, empty tensors and
 multi-dimensional tensors, plus malformed files (bad lengths, gaps, overlaps,
-bad JSON).  Rerunning rewrites the generated seeds; other files in OUTDIR
+bad JSON).  The segment seeds are images as dlpx_segment_create lays them out
+(header padded to 64 bytes, a "dlpx.segment" id), images with bad ids, and
+the descriptor server's requests and replies.  Rerunning rewrites the generated seeds; other files in OUTDIR
 (the regression seeds, regress-*: minimized inputs that found bugs) are left
 alone.
 """
@@ -18,6 +21,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "corpus", "header")
+SHM_OUT = sys.argv[2] if len(sys.argv) > 2 else os.path.join(HERE, "corpus", "shm")
 
 # name -> bits per element (src/io/st_dtype.c)
 DTYPES = {
@@ -35,14 +39,14 @@ def nbytes(dtype, shape):
     return n * DTYPES[dtype] // 8
 
 
-def header_bytes(header, pad=True):
+def header_bytes(header, pad=True, align=8):
     text = json.dumps(header, separators=(",", ":")).encode()
-    if pad:  # the reference writer pads with spaces to 8 bytes
-        text += b" " * (-len(text) % 8)
+    if pad:  # the reference writer pads with spaces to 8 bytes (segments: 8 + N to 64)
+        text += b" " * (-(8 + len(text)) % align)
     return text
 
 
-def file_bytes(tensors, metadata=None, fill=None, pad=True):
+def file_bytes(tensors, metadata=None, fill=None, pad=True, align=8):
     """tensors: list of (name, dtype, shape); data laid out in that order."""
     header, data, at = {}, b"", 0
     if metadata is not None:
@@ -52,7 +56,7 @@ def file_bytes(tensors, metadata=None, fill=None, pad=True):
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [at, at + size]}
         data += bytes(((fill if fill is not None else i * 37) + k) & 255 for k in range(size))
         at += size
-    text = header_bytes(header, pad)
+    text = header_bytes(header, pad, align)
     return struct.pack("<Q", len(text)) + text + data
 
 
@@ -168,12 +172,55 @@ def seeds():
     return s
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
-    for name, data in sorted(seeds().items()):
-        with open(os.path.join(OUT, name), "wb") as f:
+SEGMENT_ID = "0123456789abcdef0123456789abcdef"
+
+
+def segment(tensors, metadata=None, seg_id=SEGMENT_ID):
+    """An image as dlpx_segment_create makes it."""
+    meta = dict(metadata or {})
+    if seg_id is not None:
+        meta["dlpx.segment"] = seg_id
+    return file_bytes(tensors, metadata=meta, align=64)
+
+
+def shm_seeds():
+    s = {}
+    s["seg-one"] = segment([("x", "F32", [3, 5])])
+    s["seg-many"] = segment([("w", "BF16", [4, 8]), ("b", "F32", [8]), ("i", "I64", [2]),
+                             ("m", "BOOL", [7]), ("s", "U8", []), ("f4", "F4", [6])],
+                            metadata={"format": "pt"})
+    s["seg-empty"] = segment([])
+    s["seg-zero-size"] = segment([("z", "F64", [0, 4]), ("e", "I8", [0])])
+    s["seg-no-id"] = file_bytes([("x", "U8", [4])], align=64)
+    s["seg-bad-id-upper"] = segment([("x", "U8", [4])], seg_id=SEGMENT_ID.upper())
+    s["seg-bad-id-short"] = segment([("x", "U8", [4])], seg_id="0123")
+    s["seg-bad-id-long"] = segment([("x", "U8", [4])], seg_id=SEGMENT_ID + "0")
+    s["seg-truncated"] = segment([("x", "F32", [16])])[:-7]
+    s["seg-trailing"] = segment([("x", "U8", [2])]) + b"\0" * 64
+    t = [("a", "F32", [2, 3]), ("b", "U8", [5])]
+    s["seg-checksums"] = segment(t, metadata={"dlpx.checksums": checksums(t, real=True)})
+    s["seg-aliases"] = segment([("a", "F32", [2])],
+                               metadata={"dlpx.aliases": json.dumps({"b": "a"})})
+    s["request"] = b"DLPXSHM1" + SEGMENT_ID.encode()
+    s["request-upper"] = b"DLPXSHM1" + SEGMENT_ID.upper().encode()
+    s["request-short"] = b"DLPXSHM1" + SEGMENT_ID[:20].encode()
+    s["reply-found"] = b"DLPXSHM1" + struct.pack("<i", 0)
+    s["reply-not-found"] = b"DLPXSHM1" + struct.pack("<i", 1)
+    s["reply-other"] = b"DLPXSHM1" + struct.pack("<i", 7)
+    return s
+
+
+def write(outdir, seeds_):
+    os.makedirs(outdir, exist_ok=True)
+    for name, data in sorted(seeds_.items()):
+        with open(os.path.join(outdir, name), "wb") as f:
             f.write(data)
-    print("wrote %d seeds to %s" % (len(seeds()), OUT))
+    print("wrote %d seeds to %s" % (len(seeds_), outdir))
+
+
+def main():
+    write(OUT, seeds())
+    write(SHM_OUT, shm_seeds())
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
 APT_PACKAGES=(build-essential autoconf automake libtool pkg-config valgrind clang
-              libclang-rt-14-dev libdlpack-dev libjansson-dev libxxhash-dev python3-venv)
+              libclang-rt-14-dev libdlpack-dev libjansson-dev libxxhash-dev python3-venv
+              openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

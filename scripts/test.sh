@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # scripts/test.sh - every test: the C suite (strict warnings as errors, under
-# valgrind, ASAN and UBSAN builds, `make distcheck`), a bounded libFuzzer run
-# over the tensor-file parser (DLPX_FUZZ_SECONDS, default 60), mypy on the package,
+# valgrind, ASAN and UBSAN builds, `make distcheck`), bounded libFuzzer runs
+# over the parsers of outside data (tensor-file headers and readers,
+# shared-memory segments and the descriptor server's messages;
+# DLPX_FUZZ_SECONDS each, default 60), mypy on the package,
 # smoke runs of the benchmarks, then one wheel built and the Python suite
 # run against it on every CPython this machine kind has (3.9 to 3.13; real
 # NumPy and ml_dtypes everywhere, PyTorch and JAX where they install), with
@@ -16,7 +18,7 @@ step() { echo; echo "== $*"; }
 
 bash scripts/test_c.sh
 
-step "fuzzing the safetensors parser and readers (libFuzzer, ${DLPX_FUZZ_SECONDS:=60} s)"
+step "fuzzing the parsers of outside data (libFuzzer, ${DLPX_FUZZ_SECONDS:=60} s a target)"
 DLPX_FUZZ_SECONDS=$DLPX_FUZZ_SECONDS bash scripts/fuzz.sh
 
 step "mypy on py/dlpx"
@@ -26,6 +28,7 @@ step "benchmark smoke runs (timings are not checked)"
 ./build/default/bench/bench_core --quick | tail -n 4
 (cd "$(mktemp -d)" && "$VPY" "$ROOT/bench/bench_python.py" --quick --json bench.json | tail -n 3)
 (cd "$(mktemp -d)" && "$VPY" "$ROOT/bench/bench_files.py" --quick --json bench-files.json | tail -n 12)
+(cd "$(mktemp -d)" && "$VPY" "$ROOT/bench/bench_share.py" --quick --json bench-share.json | tail -n 12)
 
 step "one wheel for every Python version"
 rm -rf build/wheel

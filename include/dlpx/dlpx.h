@@ -9,6 +9,8 @@
  *                    views, copies, DLPack export and import (the
  *                    conventions every function follows are stated there)
  *   dlpx/files.h     tensor files (safetensors): load, save, checksums
+ *   dlpx/shm.h       tensors shared across processes (sealed memfds,
+ *                    /dev/shm), zero copy
  *   dlpx/python.h    the Python bridge (used by the dlpx Python package)
  *   dlpx/stats.h     live-object counters for tests (not a stable API)
  *   dlpx/dlpack.h    the DLPack 1.3 ABI
@@ -20,6 +22,7 @@
 
 #include <dlpx/core.h>
 #include <dlpx/files.h>
+#include <dlpx/shm.h>
 #include <dlpx/python.h>
 #include <dlpx/stats.h>
 

@@ -38,7 +38,9 @@ DLPX_BEGIN_DECLS
   X(EIO, -1015, "input/output error", OSError, OSError)                                        \
   X(EFORMAT, -1016, "malformed file or header", ValueError, ValueError)                        \
   X(ECHECKSUM, -1017, "checksum mismatch: the data is corrupt", ValueError, ValueError)        \
-  X(EOVERLAP, -1018, "tensors share memory", ValueError, ValueError)
+  X(EOVERLAP, -1018, "tensors share memory", ValueError, ValueError)                           \
+  X(ENOENT, -1019, "no such shared segment, or its producer is gone", FileNotFoundError,        \
+    FileNotFoundError)
 
 #define DLPX__ERROR_ENUM(name, value, message, exception, dlpack_exception) DLPX_##name = value,
 

@@ -28,6 +28,7 @@ from ._errors import ErrorCode
 from ._lib import LIBRARY_VERSION, __version__, ffi, include_dir, lib, library_path
 from ._load import direct_available, load, load_file, load_into, safe_open
 from ._save import save, save_file
+from ._share import Handle, attach, share, unlink
 from ._stats import stats
 from ._tensor import Tensor, dlpack_fallback as _dlpack_fallback
 
@@ -36,6 +37,7 @@ __all__ = [
     "ErrorCode", "DEFAULT_DTYPE", "stats", "ffi", "lib", "library_path", "include_dir",
     "LIBRARY_VERSION", "__version__",
     "save_file", "save", "load_file", "load", "load_into", "safe_open", "direct_available",
+    "share", "attach", "unlink", "Handle",
 ] + [d.name for d in ALL_DTYPES]
 
 _bridge.register(Tensor, _dlpack_fallback)

@@ -5,6 +5,8 @@
     dlpx convert IN OUT     .pt/.pth/.bin (torch, weights_only), .npz or
                             .safetensors to safetensors with checksums
     dlpx bench FILE         each load mode's throughput beside a plain read
+    dlpx shm ls             dlpx's named shared-memory segments in /dev/shm
+    dlpx shm rm NAME...     removes named segments (--all: every one of this user's)
 
 Every command takes --json (one JSON document on stdout).  Progress bars
 (tqdm) appear on long work when stderr is a terminal.  Exit codes:
@@ -337,12 +339,64 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---- shm ------------------------------------------------------------------------------------
+
+
+def _cmd_shm_ls(args: argparse.Namespace) -> int:
+    from ._share import list_named
+    segs = list_named()
+    if args.json:
+        _emit({"segments": segs})
+        return EXIT_OK
+    if not segs:
+        print("no named dlpx segments in /dev/shm")
+        return EXIT_OK
+    w = max(len(s["name"]) for s in segs)
+    for s in segs:
+        note = "  (partial: left by a killed producer)" if s["partial"] else ""
+        print(f"{s['name']:<{w}}  {_size(s['bytes']):>10}  uid {s['uid']}{note}")
+    return EXIT_OK
+
+
+def _cmd_shm_rm(args: argparse.Namespace) -> int:
+    from ._share import list_named, unlink
+    if args.all == bool(args.names):
+        print("dlpx shm rm: give segment names or --all (not both)", file=sys.stderr)
+        return EXIT_USAGE
+    removed, failed = [], []
+    if args.all:
+        for s in list_named():
+            if s["uid"] != os.geteuid():
+                continue
+            try:
+                os.unlink(s["file"])  # partial ones too, which unlink() refuses by name
+                removed.append(s["name"])
+            except OSError as e:
+                failed.append({"name": s["name"], "error": str(e)})
+    else:
+        for name in args.names:
+            try:
+                unlink(name)
+                removed.append(name)
+            except (OSError, ValueError, TypeError) as e:
+                failed.append({"name": name, "error": str(e)})
+    if args.json:
+        _emit({"removed": removed, "failed": failed})
+    else:
+        for n in removed:
+            print(f"removed {n}")
+        for f in failed:
+            print(f"dlpx shm rm: {f['name']}: {f['error']}", file=sys.stderr)
+    return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
 # ---- main -----------------------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="dlpx", description="Tensor files (safetensors format) from the shell.",
+        prog="dlpx",
+        description="Tensor files (safetensors format) and shared segments from the shell.",
         epilog="exit codes: 0 ok, 1 checksum mismatch, 2 usage, 3 missing/unreadable/"
                "malformed input, 4 no checksums to verify")
     from ._version import __version__
@@ -374,9 +428,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--repeat", type=int, default=3)
     s.set_defaults(run=_cmd_bench)
 
+    shm = sub.add_parser("shm", help="dlpx's named shared-memory segments: ls, rm")
+    shm_sub = shm.add_subparsers(dest="shm_command", required=True, metavar="SHM_COMMAND")
+    s_ls = shm_sub.add_parser("ls", help="list dlpx's named segments in /dev/shm")
+    s_ls.set_defaults(run=_cmd_shm_ls)
+    s_rm = shm_sub.add_parser("rm", help="remove named segments")
+    s_rm.add_argument("names", nargs="*", metavar="NAME")
+    s_rm.add_argument("--all", action="store_true", help="every named segment of this user, "
+                      "partial ones too")
+    s_rm.set_defaults(run=_cmd_shm_rm)
+
     for name in ("ls", "verify", "convert", "bench"):
         sub.choices[name].add_argument("--json", action="store_true",
                                        help="one JSON document on stdout")
+    for s in (s_ls, s_rm):
+        s.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return p
 
 

@@ -153,3 +153,88 @@ def exportable(t: Any) -> Any:
 def is_readonly_numpy(t: Any) -> bool:
     """Whether |t| is a NumPy array that must not be written."""
     return type(t).__module__.startswith("numpy") and not getattr(t, "flags").writeable
+
+
+def writable_views(framework: str) -> bool:
+    """Whether |framework| gets writable views of copy-on-write memory
+    (mapped files, shared segments) rather than read-only ones: PyTorch,
+    which has no read-only tensors (pytorch#188554)."""
+    return _quirks.writable_file_views(framework)
+
+
+_ST_DTYPES: dict[tuple[str, str], Any] = {}
+
+
+def _st_dtype(st: str, framework: str) -> Any:
+    """The |framework| dtype of safetensors dtype name |st|, or None when
+    typed views of it cannot be sliced from bytes (sub-byte kinds, dtypes
+    the framework lacks)."""
+    key = (st, framework)
+    if key in _ST_DTYPES:
+        return _ST_DTYPES[key]
+    from ._dtypes import dtype as _dtype
+    from ._lib import ffi
+    d = ffi.new("DLDataType *")
+    got: Any = None
+    if lib.dlpx_st_dtype_parse(st.encode(), d) == 0:
+        dt = _dtype._make(d.code, d.bits, d.lanes)
+        if not dt.is_subbyte and dt.lanes == 1:
+            try:
+                got = (dt.torch if framework == "torch" else dt.numpy, dt.bits // 8)
+            except (TypeError, AttributeError, ImportError):
+                got = None
+    _ST_DTYPES[key] = got
+    return got
+
+
+def typed_views_for(framework: str) -> bool:
+    """Whether :func:`typed_views` can cut |framework|'s tensors."""
+    return framework in ("torch", "numpy")
+
+
+#: The framework name dlpx.torch's modules load their weights as.
+TORCH = "torch"
+
+
+def typed_views(data: Any, entries: list[tuple[str, str, tuple[int, ...], int, int]],
+                framework: str) -> Optional[dict[str, Any]]:
+    """Tensors of |framework| (torch or numpy) cut out of |data|, a 1-D
+    uint8 dlpx.Tensor over a whole data section: one from_dlpack for the
+    section, then typed views (name, safetensors dtype, shape, begin, end)
+    of it, which costs far less per tensor than one exchange each.  None
+    when some entry cannot be cut so (a dtype the framework lacks, a
+    misaligned offset): the caller then exchanges tensor by tensor."""
+    specs = []
+    for name, st, shape, begin, end in entries:
+        got = _st_dtype(st, framework)
+        if got is None or begin % got[1]:
+            return None
+        specs.append((name, got[0], got[1], shape, begin, end))
+    out: dict[str, Any] = {}
+    if framework == "torch":
+        import torch
+        base = torch.from_dlpack(data)  # type: ignore[attr-defined]
+        n = base.shape[0]
+        typed: dict[Any, Any] = {}
+        strided = torch.as_strided
+        for name, tdt, size, shape, begin, end in specs:
+            tb = typed.get(tdt)
+            if tb is None:
+                tb = typed[tdt] = base[:n - n % size].view(tdt)
+            out[name] = strided(tb, shape, _c_strides(shape), begin // size)
+        return out
+    import numpy as np
+    nbase: Any = np.from_dlpack(data) if not _quirks.numpy_needs_array_interface() else \
+        _quirks.numpy_array(data, np.dtype("uint8"))
+    nd = np.ndarray
+    for name, ndt, size, shape, begin, end in specs:
+        out[name] = nd(shape, ndt, nbase, begin)
+    return out
+
+
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """C-order strides in elements."""
+    st = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        st[i] = st[i + 1] * max(shape[i + 1], 1)
+    return tuple(st)

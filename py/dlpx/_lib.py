@@ -32,7 +32,7 @@ __all__ = ["ffi", "lib", "library_path", "LIBRARY_VERSION", "__version__", "type
 # The cdef, one file per public header, in an order where each file only
 # uses types declared before it.
 DECLARATIONS = ("dlpack.h", "core.h", "errors.h", "dtype.h", "device.h", "storage.h",
-                "tensor.h", "exchange.h", "files.h", "python.h", "stats.h")
+                "tensor.h", "exchange.h", "files.h", "shm.h", "python.h", "stats.h")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 

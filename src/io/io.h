@@ -12,6 +12,9 @@
 /* The reserved __metadata__ keys of dlpx. */
 #define DLPX__META_CHECKSUMS "dlpx.checksums"
 #define DLPX__META_PREFIX "dlpx."
+/* Aligned images (segments): the number of padding tensors, which are
+ * named "dlpx.pad.<k>", under this key. */
+#define DLPX__META_PAD "dlpx.pad"
 
 typedef struct {
   uint64_t *hashes; /* one per chunk, NULL when the tensor has no checksums */
@@ -101,6 +104,32 @@ struct dlpx_file {
   atomic_bool direct_ok; /* O_DIRECT reads work (cleared when the file system refuses one) */
 };
 
+
+/* A safetensors image about to be written (save.c): dlpx_save_file's
+ * checks of the names, tensors and metadata, then its bytes, which
+ * dlpx_save_file and shared-memory segments (src/shm/) both write.
+ * dlpx__st_image_new checks as dlpx_save_file does (|fn| names the caller
+ * in messages) and keeps the arguments borrowed: they must live until the
+ * image is freed.  |align| (a power of two, 8 to 4096) is the alignment of
+ * the data section: spaces after the JSON pad the header up to it (8 is
+ * the reference writer's padding); above 8 every tensor starts at a
+ * multiple of it as well, as fresh allocations do (kernels may take other
+ * paths on less aligned data, and results then differ in the last bits):
+ * the gaps are tensors of bytes named "dlpx.pad.<k>", counted in
+ * __metadata__ under "dlpx.pad", as the format allows no gaps; tensor
+ * names starting with "dlpx.pad." are then refused.  |extra_key| (NULL for none) adds one
+ * more __metadata__ pair, which may be a reserved "dlpx." key (and forces
+ * __metadata__ to be there). */
+typedef struct dlpx__st_image dlpx__st_image;
+int dlpx__st_image_new(const char *fn, size_t n, const char *const *names,
+                       const dlpx_tensor *const *tensors, size_t nmeta, const char *const *keys,
+                       const char *const *values, uint32_t flags, uint64_t align,
+                       const char *extra_key, const char *extra_value, dlpx__st_image **out);
+/* Writes the whole image to |fd| from offset 0 with pwrite (the data
+ * first, the header last); |label| names the file in messages.  Sets *size
+ * (may be NULL) to the image's byte size. */
+int dlpx__st_image_write(dlpx__st_image *img, int fd, const char *label, uint64_t *size);
+void dlpx__st_image_free(dlpx__st_image *img);
 
 /* pread of exactly |len| bytes at |off| (retrying short reads and EINTR);
  * a short file is DLPX_EIO naming |path|. */

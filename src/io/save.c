@@ -30,6 +30,7 @@ typedef struct {
   int64_t lo, hi;      /* memory extent (absolute addresses) */
   size_t alias_of;     /* index of the stored item it repeats, or SIZE_MAX */
   uint64_t begin;      /* data offset in the file */
+  uint64_t pad;        /* bytes of padding right before it (aligned images) */
   uint64_t *hashes;
   size_t nhashes;
 } item;
@@ -234,11 +235,14 @@ static void lowercase_escapes(char *s) {
 /* The header JSON: __metadata__ first, then the tensors in data order. */
 static int build_header(item *items, size_t n, size_t nmeta, const char *const *keys,
                         const char *const *values, const char *sums, const char *aliases,
-                        bool meta_always, char **out) {
+                        bool meta_always, const char *extra_key, const char *extra_value,
+                        char **out) {
   json_t *root = json_object();
   if (!root) return dlpx__fail(DLPX_ENOMEM, "no memory for the header");
   int rc = 0;
-  if (nmeta || sums || aliases || meta_always) {
+  size_t npads = 0;
+  for (size_t i = 0; i < n; i++) npads += items[i].pad != 0;
+  if (nmeta || sums || aliases || meta_always || extra_key || npads) {
     json_t *m = json_object();
     if (!m || json_object_set_new(root, "__metadata__", m)) rc = DLPX_ENOMEM;
     for (size_t i = 0; !rc && i < nmeta; i++) {
@@ -250,6 +254,16 @@ static int build_header(item *items, size_t n, size_t nmeta, const char *const *
       rc = DLPX_ENOMEM;
     if (!rc && aliases && json_object_set_new(m, DLPX__META_PREFIX "aliases", json_string(aliases)))
       rc = DLPX_ENOMEM;
+    if (!rc && extra_key) {
+      json_t *v = json_string(extra_value);
+      if (!v) rc = json_fail("metadata value", extra_value);
+      else if (json_object_set_new(m, extra_key, v)) rc = json_fail("metadata key", extra_key);
+    }
+    if (!rc && npads) {
+      char count[24];
+      snprintf(count, sizeof count, "%zu", npads);
+      if (json_object_set_new(m, DLPX__META_PAD, json_string(count))) rc = DLPX_ENOMEM;
+    }
   }
   for (size_t i = 0; !rc && i < n; i++) {
     const item *it = &items[i];
@@ -268,6 +282,18 @@ static int build_header(item *items, size_t n, size_t nmeta, const char *const *
     json_object_set_new(e, "shape", shape);
     json_object_set_new(e, "data_offsets", offs);
     if (json_object_set_new(root, it->name, e)) rc = json_fail("tensor name", it->name);
+  }
+  /* The padding, as tensors of bytes "dlpx.pad.<k>" (the format allows no
+   * gaps between tensors). */
+  for (size_t i = 0, k = 0; !rc && i < n; i++) {
+    const item *it = &items[i];
+    if (!it->pad) continue;
+    char name[32];
+    snprintf(name, sizeof name, DLPX__META_PAD ".%zu", k++);
+    json_t *e = json_pack("{s:s, s:[I], s:[I, I]}", "dtype", "U8", "shape", (json_int_t)it->pad,
+                          "data_offsets", (json_int_t)(it->begin - it->pad),
+                          (json_int_t)it->begin);
+    if (!e || json_object_set_new(root, name, e)) rc = DLPX_ENOMEM;
   }
   if (!rc) {
     *out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -340,14 +366,76 @@ static char *dir_of(const char *path) {
   return strndup(path, (size_t)(slash - path));
 }
 
-static int write_file(int fd, const char *tmp, item *items, size_t n, size_t nmeta,
-                      const char *const *keys, const char *const *values, uint32_t flags) {
+struct dlpx__st_image {
+  item *items; /* in the reference writer's order */
+  size_t n, nmeta;
+  const char *const *keys, *const *values;
+  uint32_t flags;
+  uint64_t align;
+  const char *extra_key, *extra_value;
+};
+
+int dlpx__st_image_new(const char *fn, size_t n, const char *const *names,
+                       const dlpx_tensor *const *tensors, size_t nmeta, const char *const *keys,
+                       const char *const *values, uint32_t flags, uint64_t align,
+                       const char *extra_key, const char *extra_value, dlpx__st_image **out) {
+  *out = NULL;
+  if ((n && (!names || !tensors)) || (nmeta && (!keys || !values)) ||
+      (extra_key && !extra_value))
+    return dlpx__fail(DLPX_EINVAL, "%s: NULL argument", fn);
+  if (flags & ~(DLPX_SAVE_CHECKSUMS | DLPX_SAVE_ALIASES_ONCE | DLPX_SAVE_NO_FSYNC |
+                DLPX_SAVE_METADATA))
+    return dlpx__fail(DLPX_EINVAL, "%s: unknown flags 0x%x", fn, flags);
+  if (align < 8 || (align & (align - 1)) || align > 4096)
+    return dlpx__fail(DLPX_EINVAL, "%s: bad alignment %llu", fn, (unsigned long long)align);
+  int rc = check_names(n, names, nmeta, keys, values);
+  if (rc) return rc;
+  for (size_t i = 0; align > 8 && i < n; i++)
+    if (strncmp(names[i], DLPX__META_PAD ".", sizeof DLPX__META_PAD) == 0)
+      return dlpx__fail(DLPX_EINVAL, "%s: tensor name \"%.200s\": names starting with \""
+                        DLPX__META_PAD ".\" are reserved for the padding", fn, names[i]);
+  dlpx__st_image *img = calloc(1, sizeof *img);
+  item *items = calloc(n + 1, sizeof *items);
+  if (!img || !items) {
+    free(img), free(items);
+    return dlpx__fail(DLPX_ENOMEM, "no memory");
+  }
+  for (size_t i = 0; !rc && i < n; i++) {
+    items[i].name = names[i];
+    items[i].t = tensors[i];
+    rc = check_item(&items[i]);
+  }
+  if (!rc) qsort(items, n, sizeof *items, by_order);
+  if (!rc) rc = check_overlaps(items, n, flags & DLPX_SAVE_ALIASES_ONCE);
+  if (rc) {
+    free(items), free(img);
+    return rc;
+  }
+  *img = (dlpx__st_image){items, n, nmeta, keys, values, flags, align, extra_key, extra_value};
+  *out = img;
+  return 0;
+}
+
+void dlpx__st_image_free(dlpx__st_image *img) {
+  if (!img) return;
+  free(img->items);
+  free(img);
+}
+
+int dlpx__st_image_write(dlpx__st_image *img, int fd, const char *tmp, uint64_t *size) {
+  item *items = img->items;
+  size_t n = img->n, nmeta = img->nmeta;
+  const char *const *keys = img->keys, *const *values = img->values;
+  uint32_t flags = img->flags;
   int rc = 0;
   uint64_t pos = 0;
   size_t total_hashes = 0;
+  bool aligned = img->align > 8; /* every tensor at a multiple of the alignment too */
   for (size_t i = 0; i < n; i++) {
     item *it = &items[i];
     if (it->alias_of != SIZE_MAX) continue;
+    it->pad = aligned && it->nbytes && pos % img->align ? img->align - pos % img->align : 0;
+    pos += it->pad;
     it->begin = pos;
     pos += it->nbytes;
     it->nhashes = (size_t)((it->nbytes + DLPX_CHECKSUM_CHUNK - 1) / DLPX_CHECKSUM_CHUNK);
@@ -380,10 +468,13 @@ static int write_file(int fd, const char *tmp, item *items, size_t n, size_t nme
   }
   if ((rc = encode_aliases(items, n, &aliases))) goto done;
   if ((rc = build_header(items, n, nmeta, keys, values, sums_json, aliases,
-                             flags & DLPX_SAVE_METADATA, &header))) goto done;
+                          flags & DLPX_SAVE_METADATA, img->extra_key, img->extra_value, &header)))
+    goto done;
   size_t hlen = strlen(header);
-  uint64_t padded = (hlen + 7) / 8 * 8;
-  uint64_t data0 = 8 + padded;
+  /* Spaces after the JSON put the data at a multiple of the alignment (8:
+   * the reference writer's padding). */
+  uint64_t data0 = (8 + hlen + img->align - 1) / img->align * img->align;
+  uint64_t padded = data0 - 8;
   for (size_t i = 0; !rc && i < n; i++) {
     item *it = &items[i];
     if (it->alias_of != SIZE_MAX) continue;
@@ -401,7 +492,8 @@ static int write_file(int fd, const char *tmp, item *items, size_t n, size_t nme
     if ((rc = dlpx__st_encode_checksums(n, snames, shashes, scounts, DLPX_CHECKSUM_CHUNK,
                                         &sums_json)) ||
         (rc = build_header(items, n, nmeta, keys, values, sums_json, aliases,
-                             flags & DLPX_SAVE_METADATA, &header)))
+                           flags & DLPX_SAVE_METADATA, img->extra_key, img->extra_value,
+                           &header)))
       goto done;
     if (strlen(header) != hlen) {
       rc = dlpx__fail(DLPX_ESTATE, "internal error: the header changed size");
@@ -418,6 +510,7 @@ static int write_file(int fd, const char *tmp, item *items, size_t n, size_t nme
   memset(block + 8 + hlen, ' ', padded - hlen);
   rc = write_all(fd, block, data0, 0, tmp);
   free(block);
+  if (!rc && size) *size = data0 + pos;
 done:
   free(hashes);
   free(snames);
@@ -488,26 +581,15 @@ int dlpx_save_file(const char *path, size_t n, const char *const *names,
                 DLPX_SAVE_METADATA))
     return dlpx__fail(DLPX_EINVAL, "dlpx_save_file: unknown flags 0x%x", flags);
   if (!*path) return dlpx__fail(DLPX_EINVAL, "dlpx_save_file: empty path");
-  int rc = check_names(n, names, nmeta, keys, values);
+  dlpx__st_image *img;
+  int rc = dlpx__st_image_new("dlpx_save_file", n, names, tensors, nmeta, keys, values, flags, 8,
+                              NULL, NULL, &img);
   if (rc) return rc;
-  item *items = calloc(n + 1, sizeof *items);
-  if (!items) return dlpx__fail(DLPX_ENOMEM, "no memory");
-  for (size_t i = 0; !rc && i < n; i++) {
-    items[i].name = names[i];
-    items[i].t = tensors[i];
-    rc = check_item(&items[i]);
-  }
-  if (!rc) qsort(items, n, sizeof *items, by_order);
-  if (!rc) rc = check_overlaps(items, n, flags & DLPX_SAVE_ALIASES_ONCE);
-  if (rc) {
-    free(items);
-    return rc;
-  }
   char *dir = dir_of(path);
   size_t tl = strlen(path) + 32;
   char *tmp = malloc(tl);
   if (!dir || !tmp) {
-    free(dir), free(tmp), free(items);
+    free(dir), free(tmp), dlpx__st_image_free(img);
     return dlpx__fail(DLPX_ENOMEM, "no memory");
   }
   /* A hidden sibling: same file system, so the rename is atomic. */
@@ -544,7 +626,7 @@ int dlpx_save_file(const char *path, size_t n, const char *const *names,
   if (fchmod(fd, new_file_mode()) != 0) {
     rc = dlpx__fail(DLPX_EIO, "%s: fchmod failed: %s", tmp, strerror(errno));
   }
-  if (!rc) rc = write_file(fd, tmp, items, n, nmeta, keys, values, flags);
+  if (!rc) rc = dlpx__st_image_write(img, fd, tmp, NULL);
   if (!rc && !(flags & DLPX_SAVE_NO_FSYNC) && fsync(fd) != 0)
     rc = dlpx__fail(DLPX_EIO, "%s: fsync failed: %s", tmp, strerror(errno));
   if (close(fd) != 0 && !rc)
@@ -571,6 +653,6 @@ int dlpx_save_file(const char *path, size_t n, const char *const *names,
 out:
   free(dir);
   free(tmp);
-  free(items);
+  dlpx__st_image_free(img);
   return rc;
 }

@@ -5,6 +5,7 @@ the README's test command does), or a checkout (PYTHONPATH=py with
 DLPX_LIBRARY pointing at a built libdlpx.so)."""
 
 import gc
+import os
 import sys
 import time
 
@@ -102,3 +103,29 @@ def layouts(cols=6, negative_step=-2, offset=2):
         "broadcast": lambda x: _broadcast(x, 1, (3, cols)),
         "3d_permuted": lambda x: _permute(x.reshape(2, 2, cols)[:, ::-1], (2, 0, 1)),
     }
+
+
+# ---- shared memory: the suite leaves nothing in /dev/shm -------------------------------
+
+
+def _dlpx_shm_entries():
+    try:
+        return {n for n in os.listdir("/dev/shm") if n.startswith("dlpx.")}
+    except OSError:
+        return set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_dev_shm_leftovers():
+    """After the whole suite, /dev/shm holds no dlpx entry that was not
+    there before it (anonymous segments never appear there; named ones the
+    tests make are unlinked, also when a test fails)."""
+    before = _dlpx_shm_entries()
+    yield
+    left = _dlpx_shm_entries() - before
+    for n in left:  # clean up, then fail
+        try:
+            os.unlink(os.path.join("/dev/shm", n))
+        except OSError:
+            pass
+    assert not left, f"the suite left these in /dev/shm: {sorted(left)}"

@@ -1,0 +1,144 @@
+"""PyTorch model sharing: :func:`share_module` puts every parameter and
+buffer of a ``torch.nn.Module`` in one shared segment and returns a
+picklable :class:`ModuleHandle`: the module's structure without its
+weights, plus the segment's handle.  :meth:`ModuleHandle.load`, in any
+process of the machine, rebuilds the module with its weights mapped zero
+copy (``requires_grad`` off; tied weights stay tied).
+
+    >>> import dlpx.torch
+    >>> mh = dlpx.torch.share_module(model)      # the producer
+    >>> model = mh.load()                        # a worker: zero copy
+
+Weights are mapped copy-on-write: a worker that writes into them (an
+in-place op) changes its own pages only, never the other workers' model.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+from typing import Any, Optional
+
+import torch
+
+from . import _convert, _share
+
+__all__ = ["share_module", "ModuleHandle"]
+
+# A place of a module's tensors: (submodule path, attribute, is a
+# parameter, key of the tensor in the segment).
+_Place = tuple[str, str, bool, str]
+
+
+def _places(module: torch.nn.Module) -> tuple[list[_Place], dict[str, torch.Tensor]]:
+    """Every parameter and buffer slot of |module| (shared submodules and
+    tied tensors included, once per place) and the distinct tensors, keyed
+    by the first full name that holds each."""
+    places: list[_Place] = []
+    tensors: dict[str, torch.Tensor] = {}
+    key_of: dict[int, str] = {}
+    for path, mod in module.named_modules(remove_duplicate=False):
+        for is_param, slots in ((True, mod._parameters), (False, mod._buffers)):
+            for attr, t in slots.items():
+                if t is None:
+                    continue
+                if t.device.type != "cpu":
+                    raise ValueError(f"{path + '.' if path else ''}{attr} is on {t.device}: "
+                                     "share_module shares host (CPU) tensors")
+                key = key_of.get(id(t))
+                if key is None:
+                    key = key_of[id(t)] = f"{path}.{attr}" if path else attr
+                    tensors[key] = t.detach()
+                places.append((path, attr, is_param, key))
+    return places, tensors
+
+
+def _skeleton(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> bytes:
+    """|module| pickled with every parameter and buffer replaced by a meta
+    tensor (shape and dtype, no data): the structure, without the weights."""
+    memo: dict[int, Any] = {}
+    for path, mod in module.named_modules(remove_duplicate=False):
+        for slots in (mod._parameters, mod._buffers):
+            for t in slots.values():
+                if t is None or id(t) in memo:
+                    continue
+                meta = torch.empty(t.shape, dtype=t.dtype, device="meta")
+                if isinstance(t, torch.nn.Parameter):
+                    meta = torch.nn.Parameter(meta, requires_grad=False)
+                memo[id(t)] = meta
+    skel = copy.deepcopy(module, memo)
+    buf = io.BytesIO()
+    try:
+        pickle.dump(skel, buf, protocol=pickle.HIGHEST_PROTOCOL)
+    except (AttributeError, TypeError, pickle.PicklingError) as e:
+        raise TypeError(f"the module's structure cannot be pickled ({e}): workers rebuild it "
+                        "from a pickle, so its classes must be importable (defined at module "
+                        "level, not inside a function)") from None
+    return buf.getvalue()
+
+
+class ModuleHandle:
+    """A shared module: its structure (pickled, without weights), where each
+    weight goes, and the :class:`dlpx.Handle` of the segment holding the
+    weights.  Picklable; :meth:`load` rebuilds the module; :meth:`close`
+    (the producer's; idempotent, also on leaving ``with``) stops giving the
+    segment out, and loaded modules stay valid."""
+
+    __slots__ = ("tensors", "skeleton", "places")
+
+    def __init__(self, tensors: _share.Handle, skeleton: bytes, places: list[_Place]) -> None:
+        self.tensors = tensors
+        self.skeleton = skeleton
+        self.places = places
+
+    def __getstate__(self) -> Any:
+        return (self.tensors, self.skeleton, self.places)
+
+    def __setstate__(self, state: Any) -> None:
+        self.tensors, self.skeleton, self.places = state
+
+    def __repr__(self) -> str:
+        return f"dlpx.torch.ModuleHandle({len(self.places)} tensors, {self.tensors!r})"
+
+    def load(self, *, timeout: float = 5.0) -> torch.nn.Module:
+        """The module with its weights mapped from the segment, zero copy,
+        ``requires_grad`` off, in the training/eval mode it was shared in."""
+        weights = _share.attach(self.tensors, _convert.TORCH, timeout=timeout)
+        module: torch.nn.Module = pickle.loads(self.skeleton)
+        params: dict[str, torch.nn.Parameter] = {}
+        for path, attr, is_param, key in self.places:
+            mod = module.get_submodule(path) if path else module
+            t = weights.get(key)
+            if t is None:
+                raise ValueError(f"the shared weights have no tensor {key!r}: a damaged handle")
+            if is_param:
+                p = params.get(key)
+                if p is None:
+                    p = params[key] = torch.nn.Parameter(t, requires_grad=False)
+                mod._parameters[attr] = p
+            else:
+                mod._buffers[attr] = t
+        return module
+
+    def close(self) -> None:
+        self.tensors.close()
+
+    def __enter__(self) -> "ModuleHandle":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def share_module(module: torch.nn.Module, *, name: Optional[str] = None) -> ModuleHandle:
+    """Shares |module| (a ``torch.nn.Module`` on the CPU) with other
+    processes: its parameters and buffers are copied once into one shared
+    segment (tied ones once), and the returned :class:`ModuleHandle` is
+    what workers unpickle and :meth:`~ModuleHandle.load`.  |name| makes
+    the segment named (see :func:`dlpx.share`)."""
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"share_module needs a torch.nn.Module, not {type(module).__name__}")
+    places, tensors = _places(module)
+    skeleton = _skeleton(module, tensors)
+    return ModuleHandle(_share.share(tensors, name=name, tied="error"), skeleton, places)
