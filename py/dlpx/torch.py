@@ -55,18 +55,15 @@ def _places(module: torch.nn.Module) -> tuple[list[_Place], dict[str, torch.Tens
 
 
 def _skeleton(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> bytes:
-    """|module| pickled with every parameter and buffer replaced by a meta
-    tensor (shape and dtype, no data): the structure, without the weights."""
+    """|module| pickled with every parameter and buffer slot emptied (None):
+    the structure without the weights, which costs nothing to unpickle;
+    :meth:`ModuleHandle.load` fills every slot before anyone sees it."""
     memo: dict[int, Any] = {}
     for path, mod in module.named_modules(remove_duplicate=False):
         for slots in (mod._parameters, mod._buffers):
             for t in slots.values():
-                if t is None or id(t) in memo:
-                    continue
-                meta = torch.empty(t.shape, dtype=t.dtype, device="meta")
-                if isinstance(t, torch.nn.Parameter):
-                    meta = torch.nn.Parameter(meta, requires_grad=False)
-                memo[id(t)] = meta
+                if t is not None:
+                    memo[id(t)] = None  # deepcopy takes a memo entry as the copy
     skel = copy.deepcopy(module, memo)
     buf = io.BytesIO()
     try:
@@ -106,16 +103,21 @@ class ModuleHandle:
         ``requires_grad`` off, in the training/eval mode it was shared in."""
         weights = _share.attach(self.tensors, _convert.TORCH, timeout=timeout)
         module: torch.nn.Module = pickle.loads(self.skeleton)
+        mods: dict[str, torch.nn.Module] = {"": module}
         params: dict[str, torch.nn.Parameter] = {}
+        make = torch.Tensor._make_subclass  # what Parameter(t, False) does, without its checks
+        param = torch.nn.Parameter
         for path, attr, is_param, key in self.places:
-            mod = module.get_submodule(path) if path else module
+            mod = mods.get(path)
+            if mod is None:
+                mod = mods[path] = module.get_submodule(path)
             t = weights.get(key)
             if t is None:
                 raise ValueError(f"the shared weights have no tensor {key!r}: a damaged handle")
             if is_param:
                 p = params.get(key)
                 if p is None:
-                    p = params[key] = torch.nn.Parameter(t, requires_grad=False)
+                    p = params[key] = make(param, t, False)
                 mod._parameters[attr] = p
             else:
                 mod._buffers[attr] = t
