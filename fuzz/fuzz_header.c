@@ -20,6 +20,11 @@
  *      N itself as the data length, so that headers describing large
  *      tensors (many checksum chunks, offsets near 2^63) are reached
  *      without inputs of that size.
+ * Every text parsed as JSON on the way (the header bytes of (b), the
+ * whole input, the metadata values of a parsed header, "dlpx.checksums"
+ * among them) is also parsed by jansson, the parser src/io/json.c
+ * replaced: they must agree on accept or reject and on the value tree
+ * (tests/json_oracle.h), else the target aborts.
  * Whatever is read successfully is compared with the input's own bytes
  * (slices with the same index applied to the whole tensor in memory), so
  * a wrong read is a finding too.  The subranges and the slice are taken
@@ -36,6 +41,8 @@
 #include <dlpx/dlpx.h>
 #include <dlpx/files.h>
 
+#include "../tests/json_oracle.h"
+
 static int memfd = -1;
 static char memfd_path[64];
 
@@ -46,6 +53,15 @@ static uint8_t tail_byte(const uint8_t *data, size_t size, size_t k) {
 
 /* A small signed value in [-4, 11] from one byte. */
 static int64_t small(uint8_t b) { return (int64_t)(b & 15) - 4; }
+
+/* Aborts when json.c and jansson disagree about the |len| bytes at |text|. */
+static void differential(const char *text, size_t len) {
+  const char *d = json_oracle_check(text, len, NULL);
+  if (d) {
+    fprintf(stderr, "fuzz_header: json.c and jansson disagree: %s\n", d);
+    abort();
+  }
+}
 
 static void walk_header(const dlpx_st_header *h) {
   size_t n = dlpx_st_header_count(h);
@@ -80,6 +96,7 @@ static void walk_header(const dlpx_st_header *h) {
     if (dlpx_st_header_metadata(h, i, &k, &v) != 0 || !k || !v) abort();
     volatile size_t len = strlen(k) + strlen(v);
     (void)len;
+    differential(v, strlen(v));
   }
   const char *k, *v;
   if (dlpx_st_header_metadata(h, nm, &k, &v) == 0) abort();
@@ -333,6 +350,9 @@ static void fuzz_parse(const uint8_t *data, size_t size) {
     data_len = len - n;
     len = (size_t)n;
   }
+  differential(json, len);
+  if (len != size - 8) differential(json, size - 8);
+  differential((const char *)data, size);
   dlpx_st_header *h = NULL;
   if (dlpx_st_header_parse(json, len, data_len, &h) == 0) {
     walk_header(h);

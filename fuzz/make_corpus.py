@@ -169,6 +169,29 @@ def seeds():
     s["duplicate"] = raw('{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},'
                          '"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}', b"xy")
     s["not-object"] = raw('[1,2,3]')
+    # JSON corners for the differential check against jansson (json.c):
+    # escapes, surrogates, UTF-8, numbers at the edges of long long and of
+    # double, deep nesting, duplicates in nested and large objects
+    t = [("a", "U8", [1])]
+    s["json-escapes"] = raw('{"\\u0061\\n\\t\\"\\\\\\/\\ud83d\\ude00\u00e9":'
+                            '{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}', b"x")
+    s["json-utf8"] = raw('{"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf":'
+                         '{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}'.encode("latin-1"), b"x")
+    s["json-numbers"] = raw('{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],'
+                            '"n":[-0,9223372036854775807,-9223372036854775808,1.0,1e2,-0.0,'
+                            '1.7976931348623157e308,4.9e-324,1e-400,0.5E+3]}}', b"x")
+    s["json-overflow"] = raw('{"a":{"dtype":"U8","shape":[9223372036854775808],'
+                             '"data_offsets":[0,1e999]}}', b"x")
+    s["json-deep"] = raw('{"__metadata__":null,"a":{"dtype":"U8","shape":[1],'
+                         '"data_offsets":[0,1],"x":' + "[" * 2047 + "]" * 2047 + '}}', b"x")
+    s["json-nested-dup"] = raw('{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],'
+                               '"x":{"k":1,"k":2}}}', b"x")
+    big = ",".join('"t%d":{"dtype":"U8","shape":[1],"data_offsets":[%d,%d]}' % (i, i, i + 1)
+                   for i in range(40))
+    s["json-large-object"] = raw("{" + big + "}", b"x" * 40)
+    s["json-large-dup"] = raw("{" + big + ',"t7":1}', b"x" * 40)
+    s["json-bad"] = raw('{"a":{"dtype":"U8","shape":[01],"data_offsets":[0,1],'
+                        '"s":"\\ud800","t":"\xed\xa0\x80"}}'.encode("latin-1"), b"x")
     return s
 
 

@@ -1068,6 +1068,45 @@ static void test_empty_segments(void) {
   ASSERT_NO_LEAKS(&l);
 }
 
+/* The header bytes that were validated stay with the segment, for readers
+ * that parse them again (the Python layer), and a FIFO planted under a
+ * segment's name neither blocks dlpx_segment_open nor attaches. */
+static void test_header_json_and_fifo(void) {
+  static const int64_t s3[] = {3};
+  dlpx_tensor *t = filled("float32", 1, s3, 0);
+  ASSERT_TRUE(t != NULL);
+  const char *names[] = {"t"};
+  const dlpx_tensor *ts[] = {t};
+  dlpx_segment *seg = NULL;
+  ASSERT_OK(dlpx_segment_create(NULL, 1, names, ts, 0, NULL, NULL, 0, &seg));
+  size_t len = 0;
+  const char *json = dlpx_segment_header_json(seg, &len);
+  ASSERT_TRUE(json != NULL);
+  ASSERT_EQ(len, dlpx_segment_data_offset(seg) - 8);
+  char *file = malloc(len);
+  ASSERT_TRUE(file != NULL);
+  ASSERT_EQ(pread(dlpx_segment_fd(seg), file, len, 8), (ssize_t)len);
+  ASSERT_TRUE(memcmp(json, file, len) == 0);
+  ASSERT_EQ(json[0], '{');
+  free(file);
+  dlpx_segment_close(seg);
+  ASSERT_TRUE(dlpx_segment_header_json(NULL, &len) == NULL);
+  ASSERT_EQ(len, 0);
+  void *data = NULL;
+  ASSERT_OK(dlpx_segment_build(NULL, 64, &data, &seg));
+  ASSERT_TRUE(dlpx_segment_header_json(seg, NULL) == NULL); /* not sealed yet */
+  dlpx_segment_close(seg);
+  dlpx_tensor_free(t);
+
+  char name[64], path[128];
+  snprintf(name, sizeof name, "dlpxtest-%d-fifo", (int)getpid());
+  snprintf(path, sizeof path, DLPX_SEGMENT_DIR "/" DLPX_SEGMENT_PREFIX "%s", name);
+  ASSERT_EQ(mkfifo(path, 0600), 0);
+  ASSERT_RC(DLPX_EFORMAT, dlpx_segment_open(name, 0, &seg));
+  ASSERT_TRUE(seg == NULL);
+  ASSERT_OK(dlpx_segment_unlink(name));
+}
+
 static void test_named(void) {
   check_live l;
   check_live_begin(&l);
@@ -1972,6 +2011,7 @@ int main(void) {
   RUN(test_create_errors);
   RUN(test_views);
   RUN(test_empty_segments);
+  RUN(test_header_json_and_fifo);
   RUN(test_named);
   RUN(test_build_seal);
   RUN(test_build_from_image);

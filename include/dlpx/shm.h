@@ -136,6 +136,14 @@ DLPX_API const char *dlpx_segment_name(const dlpx_segment *seg);
 DLPX_API uint64_t dlpx_segment_size(const dlpx_segment *seg);
 DLPX_API uint64_t dlpx_segment_data_offset(const dlpx_segment *seg);
 
+/* The header's JSON bytes as they were read and validated when the segment
+ * was attached (borrowed: valid while the segment is open), *len of them
+ * (the header length, trailing spaces included), not NUL-terminated; NULL
+ * before dlpx_segment_seal.  Readers that parse the header themselves (the
+ * Python layer does, to make many tensors at once) take these bytes, not
+ * the segment's again: a named segment's owner could change those. */
+DLPX_API const char *dlpx_segment_header_json(const dlpx_segment *seg, size_t *len);
+
 /* The segment's descriptor (borrowed: valid while the segment is open), or
  * -1 before dlpx_segment_seal. */
 DLPX_API int dlpx_segment_fd(const dlpx_segment *seg);

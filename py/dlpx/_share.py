@@ -144,15 +144,9 @@ class Handle:
             raise ValueError(f"dlpx handle: unknown kind {kind[:20]!r}")
         if not _ID_RE.match(id):
             raise ValueError(f"dlpx handle: bad segment id {id[:40]!r}")
-        if not size.isdigit() or len(size) > 20 or int(size) < 8:
+        if not size.isascii() or not size.isdigit() or len(size) > 20 or int(size) < 8:
             raise ValueError(f"dlpx handle: bad size {size[:30]!r}")
-        if not _HOST_RE.match(node):
-            raise ValueError(f"dlpx handle: bad node {node[:70]!r}")
-        if kind == "named":
-            _name_arg(where)
-        elif not _ADDR_RE.match(where):
-            raise ValueError(f"dlpx handle: bad address {where[:120]!r}")
-        return cls(kind, id, int(size), where, node)
+        return _checked(kind, id, int(size), where, node, None)
 
     def __reduce__(self) -> Any:
         if self._seg is not None:
@@ -207,10 +201,46 @@ class Handle:
         """:func:`attach` of this handle."""
         return attach(self, framework)
 
+    def metadata(self, *, timeout: float = 5.0) -> Optional[dict[str, str]]:
+        """The metadata given to :func:`share` (dlpx's own keys left out),
+        or None when it has none: read from the segment, as any consumer
+        sees it."""
+        seg = open_segment(self, timeout)
+        try:
+            _, meta = header_of(seg)
+        finally:
+            ffi.release(seg)
+        user = {k: v for k, v in meta.items() if not k.startswith(METADATA_PREFIX)}
+        return user or None
+
+
+def _checked(kind: Any, id: Any, size: Any, where: Any, node: Any, extra: Any) -> Handle:
+    """A handle of these fields, checked as :meth:`Handle.parse` checks its
+    string form (a pickle is as untrusted as a string): ValueError when
+    some field is not what a handle holds."""
+    for what, v in (("kind", kind), ("id", id), ("where", where), ("node", node)):
+        if not isinstance(v, str):
+            raise ValueError(f"dlpx handle: the {what} is a {type(v).__name__}, not a str")
+    if kind not in ("memfd", "named"):
+        raise ValueError(f"dlpx handle: unknown kind {kind[:20]!r}")
+    if not _ID_RE.match(id):
+        raise ValueError(f"dlpx handle: bad segment id {id[:40]!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size < 2 ** 64:
+        raise ValueError(f"dlpx handle: bad size {str(size)[:30]!r}")
+    if not _HOST_RE.match(node) and node != _BOOT_ID:
+        raise ValueError(f"dlpx handle: bad node {node[:70]!r}")
+    if kind == "named":
+        _name_arg(where)
+    elif not _ADDR_RE.match(where):
+        raise ValueError(f"dlpx handle: bad address {where[:120]!r}")
+    if extra is not None and not isinstance(extra, dict):
+        raise ValueError(f"dlpx handle: extra is a {type(extra).__name__}, not a dict")
+    return Handle(kind, id, size, where, node, extra)
+
 
 def _rebuild(kind: str, id: str, size: int, where: str, node: str,
              extra: dict[str, Any]) -> Handle:
-    return Handle(kind, id, size, where, node, extra)
+    return _checked(kind, id, size, where, node, extra)
 
 
 #: Hooks that engines (dlpx.ray) install.  (handle) -> None, run when a
@@ -379,11 +409,18 @@ def open_segment(h: Handle, timeout: float = 5.0) -> Any:
     """The segment of |h| in this process (a cffi pointer that the caller
     releases), from the producer's own segment, by name, from the producer
     over its socket, or through an engine's hook from another node."""
-    own = h._seg
     seg = None
+    fd = -1
+    with h._lock:  # close() in another thread must not free the segment under us
+        own = h._seg
+        if own is not None:
+            fd = os.dup(lib.dlpx_segment_fd(own))
     if own is not None:
-        out = ffi.new("dlpx_segment **")
-        check(lib.dlpx_segment_attach_fd(lib.dlpx_segment_fd(own), 0, out))
+        try:
+            out = ffi.new("dlpx_segment **")
+            check(lib.dlpx_segment_attach_fd(fd, 0, out))
+        finally:
+            os.close(fd)
         seg = ffi.gc(out[0], lib.dlpx_segment_close)
     else:
         _load_engines()
@@ -399,10 +436,11 @@ def open_segment(h: Handle, timeout: float = 5.0) -> Any:
         out = ffi.new("dlpx_segment **")
         if h.kind == "named":
             check(lib.dlpx_segment_open(_encode(h.where), 0, out))
+            seg = ffi.gc(out[0], lib.dlpx_segment_close)
         else:
-            ms = max(1, int(timeout * 1000))
+            ms = max(1, int(min(timeout * 1000, 2 ** 32 - 1)))
             check(lib.dlpx_segment_fetch(_encode(h.where), _encode(h.id), ms, 0, out))
-        seg = ffi.gc(out[0], lib.dlpx_segment_close)
+            seg = ffi.gc(out[0], lib.dlpx_segment_close)
     try:
         _check_segment(seg, h)
     except BaseException:
@@ -414,12 +452,13 @@ def open_segment(h: Handle, timeout: float = 5.0) -> Any:
 def header_of(seg: Any) -> tuple[list[tuple[str, str, tuple[int, ...], int, int]],
                                    dict[str, str]]:
     """The tensors (name, safetensors dtype, shape, begin, end) in data
-    order, and the __metadata__, of a validated segment: its JSON header as
-    libdlpx validated it, read back with the json module (fast for many
-    tensors)."""
-    off = int(lib.dlpx_segment_data_offset(seg))
-    raw = os.pread(lib.dlpx_segment_fd(seg), off - 8, 8)
-    doc = json.loads(raw)
+    order, and the __metadata__, of a validated segment: the JSON bytes
+    libdlpx validated (never the segment's again, which a named segment's
+    owner could have changed since), read with the json module (fast for
+    many tensors)."""
+    n = ffi.new("size_t *")
+    raw = lib.dlpx_segment_header_json(seg, n)
+    doc = json.loads(ffi.buffer(raw, n[0])[:])
     meta = doc.pop("__metadata__", None) or {}
     for k in _pads(meta):
         doc.pop(k, None)
@@ -495,7 +534,7 @@ def attach(handle: Any, framework: str = "dlpx", *, timeout: float = 5.0) -> dic
     from ._convert import framework_arg
     fw = framework_arg(framework)
     h = _handle_arg(handle)
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     seg = open_segment(h, float(timeout))
     try:

@@ -141,6 +141,10 @@ def share_module(module: torch.nn.Module, *, name: Optional[str] = None) -> Modu
     the segment named (see :func:`dlpx.share`)."""
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"share_module needs a torch.nn.Module, not {type(module).__name__}")
+    if isinstance(module, torch.jit.ScriptModule):
+        raise TypeError("share_module shares eager modules, not a TorchScript "
+                        f"{type(module).__name__} (its structure does not pickle): share the "
+                        "eager module and torch.jit.script it in each worker after load()")
     places, tensors = _places(module)
     skeleton = _skeleton(module, tensors)
     return ModuleHandle(_share.share(tensors, name=name, tied="error"), skeleton, places)

@@ -16,6 +16,7 @@
 #include <xxhash.h>
 
 #include "io.h"
+#include "json.h"
 
 #define ALGORITHM "xxh3-64"
 
@@ -68,17 +69,17 @@ static int bad(const char *why, const char *name) {
                     why, name ? " (tensor \"" : "", name ? name : "", name ? "\")" : "");
 }
 
-static int parse_sums(dlpx_st_header *h, json_t *tensors) {
-  const char *name;
-  json_t *v;
-  json_object_foreach(tensors, name, v) {
+static int parse_sums(dlpx_st_header *h, const dlpx__json *tensors) {
+  for (size_t t = 0; t < tensors->len; t++) {
+    const char *name = dlpx__json_key(tensors, t);
+    const dlpx__json *v = dlpx__json_value(tensors, t);
     size_t index;
     if (dlpx_st_header_find(h, name, &index)) return bad("a checksum for no tensor", name);
-    if (!json_is_string(v)) return bad("not a string", name);
+    if (!dlpx__json_is(v, DLPX__JSON_STRING)) return bad("not a string", name);
     const dlpx_st_entry *e = &h->entries[index];
     size_t count = chunks_of(e->end - e->begin, h->chunk);
-    const char *hex = json_string_value(v);
-    if (json_string_length(v) != 16 * count) return bad("wrong number of chunk hashes", name);
+    const char *hex = v->u.string;
+    if (v->len != 16 * count) return bad("wrong number of chunk hashes", name);
     uint64_t *hashes = malloc((count ? count : 1) * sizeof *hashes);
     if (!hashes) return dlpx__fail(DLPX_ENOMEM, "cannot allocate checksums");
     for (size_t c = 0; c < count; c++) {
@@ -100,27 +101,31 @@ static int parse_sums(dlpx_st_header *h, json_t *tensors) {
 }
 
 int dlpx__st_parse_checksums(dlpx_st_header *h, const char *value) {
-  json_error_t err;
-  json_t *root = json_loads(value, JSON_REJECT_DUPLICATES, &err);
-  if (!root) return bad("not JSON", NULL);
+  /* |value| is a C string: what jansson's json_loads read of it */
+  dlpx__json_error err;
+  dlpx__json_doc *doc = dlpx__json_parse(value, strlen(value), &err);
+  if (!doc) {
+    if (err.nomem) return dlpx__fail(DLPX_ENOMEM, "cannot allocate checksums");
+    return bad("not JSON", NULL);
+  }
   int rc;
-  json_t *alg = json_object_get(root, "algorithm"), *chunk = json_object_get(root, "chunk"),
-         *tensors = json_object_get(root, "tensors");
-  if (!json_is_object(root) || !json_is_string(alg) || !json_is_integer(chunk) ||
-      !json_is_object(tensors)) {
+  const dlpx__json *root = dlpx__json_root(doc), *alg = dlpx__json_get(root, "algorithm"),
+                   *chunk = dlpx__json_get(root, "chunk"), *tensors = dlpx__json_get(root, "tensors");
+  if (!dlpx__json_is(alg, DLPX__JSON_STRING) || !dlpx__json_is(chunk, DLPX__JSON_INTEGER) ||
+      !dlpx__json_is(tensors, DLPX__JSON_OBJECT)) {
     rc = bad("it needs \"algorithm\", \"chunk\" and \"tensors\"", NULL);
-  } else if (strcmp(json_string_value(alg), ALGORITHM) != 0) {
+  } else if (strcmp(alg->u.string, ALGORITHM) != 0) {
     /* a later algorithm this version does not know: the file loads as any
      * file without checksums does */
     rc = 0;
-  } else if (json_integer_value(chunk) < 4096 || json_integer_value(chunk) > ((json_int_t)1 << 40)) {
+  } else if (chunk->u.integer < 4096 || chunk->u.integer > (1LL << 40)) {
     rc = bad("a chunk size outside [4096, 2^40]", NULL);
   } else {
-    h->chunk = (uint64_t)json_integer_value(chunk);
+    h->chunk = (uint64_t)chunk->u.integer;
     rc = parse_sums(h, tensors);
     if (rc) h->chunk = 0;
   }
-  json_decref(root);
+  dlpx__json_free(doc);
   return rc;
 }
 

@@ -190,7 +190,7 @@ static int check_fd(int fd, const char *label, uint64_t *size, bool *sealed) {
 }
 
 static int read_header(int fd, uint64_t size, const char *label, dlpx_st_header **out,
-                       uint64_t *data_offset) {
+                       uint64_t *data_offset, char **json_out) {
   unsigned char len8[8];
   int rc = dlpx__pread_full(fd, len8, 8, 0, label);
   if (rc) return rc;
@@ -214,9 +214,13 @@ static int read_header(int fd, uint64_t size, const char *label, dlpx_st_header 
   rc = dlpx__pread_full(fd, json, (size_t)n, 8, label);
   if (!rc && (rc = dlpx_st_header_parse(json, (size_t)n, size - 8 - n, out)))
     rc = relabel(rc, label);
-  free(json);
-  if (!rc) *data_offset = 8 + n;
-  return rc;
+  if (rc) {
+    free(json);
+    return rc;
+  }
+  *data_offset = 8 + n;
+  *json_out = json; /* kept: the bytes that were validated (dlpx_segment_header_json) */
+  return 0;
 }
 
 /* The id under "dlpx.segment", when there is one. */
@@ -242,6 +246,8 @@ static void detach(dlpx_segment *seg) {
   seg->fd = -1;
   dlpx_st_header_free(seg->header);
   seg->header = NULL;
+  free(seg->json);
+  seg->json = NULL;
   if (seg->map) dlpx_storage_release(seg->map);
   seg->map = NULL;
   seg->has_id = false;
@@ -256,7 +262,7 @@ static int attach(dlpx_segment *seg, int src, const char *label) {
                       "%s: cannot duplicate descriptor %d: %s", label, src, strerror(errno));
   seg->fd = fd;
   int rc = check_fd(fd, label, &seg->size, &seg->sealed);
-  if (!rc) rc = read_header(fd, seg->size, label, &seg->header, &seg->data_offset);
+  if (!rc) rc = read_header(fd, seg->size, label, &seg->header, &seg->data_offset, &seg->json);
   if (!rc) rc = read_id(seg, label);
   /* Copy-on-write: a consumer that writes anyway (ignoring
    * DLPX_TENSOR_READONLY) changes private pages, not the segment. */
@@ -296,7 +302,9 @@ int dlpx_segment_open(const char *name, uint32_t flags, dlpx_segment **out) {
   if (flags) return dlpx__fail(DLPX_EINVAL, "dlpx_segment_open: unknown flags 0x%x", flags);
   char *path = segment_path(name);
   if (!path) return DLPX_ENOMEM;
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  /* O_NONBLOCK: a FIFO planted under the name must not block the open
+   * (it is then refused as not a regular file). */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) {
     rc = dlpx__fail(errno == ENOENT ? DLPX_ENOENT : DLPX_EIO, "%s: %s", path,
                     errno == ENOENT ? "no such segment" : strerror(errno));
@@ -563,6 +571,15 @@ uint64_t dlpx_segment_size(const dlpx_segment *seg) {
 }
 
 uint64_t dlpx_segment_data_offset(const dlpx_segment *seg) { return seg ? seg->data_offset : 0; }
+
+const char *dlpx_segment_header_json(const dlpx_segment *seg, size_t *len) {
+  if (!seg || !seg->json) {
+    if (len) *len = 0;
+    return NULL;
+  }
+  if (len) *len = (size_t)(seg->data_offset - 8);
+  return seg->json;
+}
 
 int dlpx_segment_fd(const dlpx_segment *seg) { return seg ? seg->fd : -1; }
 

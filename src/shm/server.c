@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <time.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -307,9 +308,26 @@ static int check_address(const char *address, struct sockaddr_un *sa, socklen_t 
 /* Reads the reply, keeping every descriptor that comes with it (at most
  * MAX_FDS; the kernel drops and closes any more, and says so with
  * MSG_CTRUNC). */
-static int read_reply(int s, unsigned char *buf, size_t *got, int *fds, int *nfds, bool *extra) {
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Reads the reply, however the producer splits it, within |timeout_ms| in
+ * all (a receive timeout alone would restart with every byte). */
+static int read_reply(int s, unsigned char *buf, size_t *got, int *fds, int *nfds, bool *extra,
+                      uint32_t timeout_ms) {
   *got = 0;
+  int64_t deadline = now_ms() + timeout_ms;
   while (*got < DLPX__SHM_REPLY_LEN) {
+    int64_t left = deadline - now_ms();
+    if (left <= 0) return -EAGAIN;
+    struct pollfd pfd = {.fd = s, .events = POLLIN};
+    int pr = poll(&pfd, 1, (int)(left > INT32_MAX ? INT32_MAX : left));
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr < 0) return -errno;
+    if (pr == 0) return -EAGAIN;
     struct iovec iov = {buf + *got, DLPX__SHM_REPLY_LEN - *got};
     union {
       char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
@@ -384,7 +402,7 @@ int dlpx_segment_fetch(const char *address, const char *id, uint32_t timeout_ms,
   }
   unsigned char reply[DLPX__SHM_REPLY_LEN];
   size_t got;
-  int err = read_reply(s, reply, &got, fds, &nfds, &extra);
+  int err = read_reply(s, reply, &got, fds, &nfds, &extra, timeout_ms);
   int32_t status;
   if (err == -EAGAIN || err == -EWOULDBLOCK) {
     rc = dlpx__fail(DLPX_EIO, "%s: the producer did not answer in %u ms", address, timeout_ms);
@@ -410,6 +428,13 @@ int dlpx_segment_fetch(const char *address, const char *id, uint32_t timeout_ms,
       char msg[DLPX__MSG_MAX];
       snprintf(msg, sizeof msg, "%s", dlpx_last_error());
       rc = dlpx__fail(rc, "%s: %s", label, msg);
+    } else if (!seg->sealed) {
+      /* Producers publish sealed memfds only: anything else (a memfd made
+       * read-only with chmod, whose sender may still shrink it under the
+       * mapping) is not a segment of theirs. */
+      rc = dlpx__fail(DLPX_EFORMAT, "%s: the producer sent a descriptor that is not a sealed "
+                      "memfd (its bytes could change or vanish under the mapping)", address);
+      dlpx_segment_close(seg);
     } else if (!seg->has_id || strcmp(seg->id, want)) {
       rc = dlpx__fail(DLPX_EFORMAT, "%s: asked for segment %s, got %s%s", address, want,
                       seg->has_id ? "segment " : "one without an id", seg->has_id ? seg->id : "");

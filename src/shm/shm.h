@@ -19,6 +19,7 @@ struct dlpx_segment {
   int state;
   int fd;                /* attached: our descriptor (read-only for a named one); else -1 */
   bool sealed;           /* a memfd sealed against writes, shrinking and growing */
+  char *json;            /* the header bytes that were validated */
   uint64_t size;         /* bytes of the image */
   uint64_t data_offset;  /* 8 + header length */
   dlpx_st_header *header;

@@ -114,6 +114,14 @@ def test_property_share_attach_is_identity(tensors):
             np.testing.assert_array_equal(got[k], v)
 
 
+def test_metadata_reads_back():
+    with dlpx.share({"x": np.zeros(2)}, metadata={"format": "pt", "ü": "ß"}) as h:
+        assert h.metadata() == {"format": "pt", "ü": "ß"}
+        assert pickle.loads(pickle.dumps(h)).metadata() == {"format": "pt", "ü": "ß"}
+    with dlpx.share({"x": np.zeros(2)}) as h:
+        assert h.metadata() is None
+
+
 def test_tied_tensors_attach_as_one():
     w = np.arange(12.0).reshape(3, 4)
     # c overlaps a without being the same view: refused

@@ -22,6 +22,7 @@ const char *dlpx_segment_id(const dlpx_segment *seg);
 const char *dlpx_segment_name(const dlpx_segment *seg);
 uint64_t dlpx_segment_size(const dlpx_segment *seg);
 uint64_t dlpx_segment_data_offset(const dlpx_segment *seg);
+const char *dlpx_segment_header_json(const dlpx_segment *seg, size_t *len);
 int dlpx_segment_fd(const dlpx_segment *seg);
 int dlpx_segment_tensor(const dlpx_segment *seg, size_t index, uint32_t flags,
                         dlpx_tensor **out);
