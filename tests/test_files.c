@@ -440,6 +440,43 @@ typedef struct {
 #define E(dtype, shape, b, e) \
   "\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":[" b "," e "]"
 
+/* dlpx_st_header_table: the entries as flat arrays, in data order. */
+static void test_header_table(void) {
+  dlpx_st_header *h = NULL;
+  ASSERT_OK(parse("{}", 0, &h));
+  const dlpx_st_table *t = dlpx_st_header_table(h);
+  ASSERT_TRUE(t != NULL);
+  ASSERT_EQ(t->count, 0);
+  ASSERT_EQ(t->names_len, 0);
+  dlpx_st_header_free(h);
+  ASSERT_PTR_EQ(dlpx_st_header_table(NULL), NULL);
+  ASSERT_OK(parse("{\"b\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[8,32]},"
+                  "\"a\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]},"
+                  "\"\u00fc\":{\"dtype\":\"BF16\",\"shape\":[0,4],\"data_offsets\":[32,32]}}",
+                  32, &h));
+  t = dlpx_st_header_table(h);
+  ASSERT_EQ(t->count, 3);
+  const char *name = t->names;
+  size_t dims = 0;
+  for (size_t i = 0; i < 3; i++) {
+    const dlpx_st_entry *e = dlpx_st_header_entry(h, i);
+    ASSERT_TRUE(strcmp(name, e->name) == 0);
+    name += strlen(name) + 1;
+    ASSERT_EQ(t->dtypes[i], (uint32_t)e->dtype.code | (uint32_t)e->dtype.bits << 8 |
+                                (uint32_t)e->dtype.lanes << 16);
+    ASSERT_EQ(t->ndims[i], e->ndim);
+    for (int32_t d = 0; d < e->ndim; d++) ASSERT_EQ(t->shapes[dims + (size_t)d], e->shape[d]);
+    dims += (size_t)e->ndim;
+    ASSERT_EQ(t->begins[i], e->begin);
+    ASSERT_EQ(t->ends[i], e->end);
+  }
+  ASSERT_EQ((size_t)(name - t->names), t->names_len);
+  ASSERT_TRUE(strcmp(t->names, "a") == 0); /* data order */
+  ASSERT_EQ(t->dtypes[0], (uint32_t)kDLInt | 64u << 8 | 1u << 16);
+  ASSERT_EQ(dims, 4);
+  dlpx_st_header_free(h);
+}
+
 static void test_header_rejections(void) {
   check_live l;
   check_live_begin(&l);
@@ -2600,6 +2637,7 @@ int main(void) {
   int fds = count_fds();
   RUN(test_dtype_names);
   RUN(test_header_good);
+  RUN(test_header_table);
   RUN(test_header_rejections);
   RUN(test_xxh3);
   RUN(test_roundtrip_dtypes);

@@ -72,6 +72,25 @@ DLPX_API const dlpx_st_entry *dlpx_st_header_entry(const dlpx_st_header *header,
  * tensor; not recorded as the last error: a lookup may fail harmlessly). */
 DLPX_API int dlpx_st_header_find(const dlpx_st_header *header, const char *name, size_t *index);
 
+/* Every entry at once, as flat arrays in data order: for bindings whose
+ * per-call cost (dlpx_st_header_entry per tensor) would exceed the work.
+ * Borrowed from the header (valid while it lives); made when the header was
+ * parsed.  Entry i has name (UTF-8, NUL-terminated) number i of |names|,
+ * dtype code | bits << 8 | lanes << 16 in dtypes[i], ndims[i] dims in
+ * |shapes| after those of the entries before it, and bytes
+ * [begins[i], ends[i]) of the data. */
+typedef struct {
+  size_t count;
+  const char *names;      /* count names, each NUL-terminated, one after another */
+  size_t names_len;       /* bytes of |names|, their NULs included */
+  const uint32_t *dtypes;
+  const int32_t *ndims;
+  const int64_t *shapes;
+  const uint64_t *begins, *ends;
+} dlpx_st_table;
+
+DLPX_API const dlpx_st_table *dlpx_st_header_table(const dlpx_st_header *header);
+
 /* 1 when the header has a __metadata__ object (maybe empty), 0 when it has
  * none (or null). */
 DLPX_API int dlpx_st_header_has_metadata(const dlpx_st_header *header);

@@ -162,28 +162,25 @@ def writable_views(framework: str) -> bool:
     return _quirks.writable_file_views(framework)
 
 
-_ST_DTYPES: dict[tuple[str, str], Any] = {}
+_PACKED_DTYPES: dict[tuple[int, str], Any] = {}
 
 
-def _st_dtype(st: str, framework: str) -> Any:
-    """The |framework| dtype of safetensors dtype name |st|, or None when
-    typed views of it cannot be sliced from bytes (sub-byte kinds, dtypes
-    the framework lacks)."""
-    key = (st, framework)
-    if key in _ST_DTYPES:
-        return _ST_DTYPES[key]
+def _packed_dtype(packed: int, framework: str) -> Any:
+    """(the |framework| dtype, its bytes) of a dtype packed as code | bits
+    << 8 | lanes << 16, or None when typed views of it cannot be sliced
+    from bytes (sub-byte kinds, vectors, dtypes the framework lacks)."""
+    key = (packed, framework)
+    if key in _PACKED_DTYPES:
+        return _PACKED_DTYPES[key]
     from ._dtypes import dtype as _dtype
-    from ._lib import ffi
-    d = ffi.new("DLDataType *")
     got: Any = None
-    if lib.dlpx_st_dtype_parse(st.encode(), d) == 0:
-        dt = _dtype._make(d.code, d.bits, d.lanes)
+    try:
+        dt = _dtype._make(packed & 0xFF, packed >> 8 & 0xFF, packed >> 16)
         if not dt.is_subbyte and dt.lanes == 1:
-            try:
-                got = (dt.torch if framework == "torch" else dt.numpy, dt.bits // 8)
-            except (TypeError, AttributeError, ImportError):
-                got = None
-    _ST_DTYPES[key] = got
+            got = (dt.torch if framework == "torch" else dt.numpy, dt.bits // 8)
+    except (TypeError, ValueError, AttributeError, ImportError):
+        got = None
+    _PACKED_DTYPES[key] = got
     return got
 
 
@@ -196,17 +193,18 @@ def typed_views_for(framework: str) -> bool:
 TORCH = "torch"
 
 
-def typed_views(data: Any, entries: list[tuple[str, str, tuple[int, ...], int, int]],
+def typed_views(data: Any, entries: list[tuple[str, int, tuple[int, ...], int, int]],
                 framework: str) -> Optional[dict[str, Any]]:
     """Tensors of |framework| (torch or numpy) cut out of |data|, a 1-D
     uint8 dlpx.Tensor over a whole data section: one from_dlpack for the
-    section, then typed views (name, safetensors dtype, shape, begin, end)
-    of it, which costs far less per tensor than one exchange each.  None
+    section, then typed views (name, dtype, shape, begin, end)
+    of it, which costs far less per tensor than one exchange each (dtypes
+    packed as code | bits << 8 | lanes << 16).  None
     when some entry cannot be cut so (a dtype the framework lacks, a
     misaligned offset): the caller then exchanges tensor by tensor."""
     specs = []
     for name, st, shape, begin, end in entries:
-        got = _st_dtype(st, framework)
+        got = _packed_dtype(st, framework)
         if got is None or begin % got[1]:
             return None
         specs.append((name, got[0], got[1], shape, begin, end))

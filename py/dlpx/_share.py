@@ -449,22 +449,39 @@ def open_segment(h: Handle, timeout: float = 5.0) -> Any:
     return seg
 
 
-def header_of(seg: Any) -> tuple[list[tuple[str, str, tuple[int, ...], int, int]],
+def header_of(seg: Any) -> tuple[list[tuple[str, int, tuple[int, ...], int, int]],
                                    dict[str, str]]:
-    """The tensors (name, safetensors dtype, shape, begin, end) in data
-    order, and the __metadata__, of a validated segment: the JSON bytes
-    libdlpx validated (never the segment's again, which a named segment's
-    owner could have changed since), read with the json module (fast for
-    many tensors)."""
-    n = ffi.new("size_t *")
-    raw = lib.dlpx_segment_header_json(seg, n)
-    doc = json.loads(ffi.buffer(raw, n[0])[:])
-    meta = doc.pop("__metadata__", None) or {}
-    for k in _pads(meta):
-        doc.pop(k, None)
-    entries = [(k, v["dtype"], tuple(v["shape"]), v["data_offsets"][0], v["data_offsets"][1])
-               for k, v in doc.items()]
-    entries.sort(key=lambda e: e[3])
+    """The tensors (name, dtype as code | bits << 8 | lanes << 16, shape,
+    begin, end) in data order, padding left out, and the __metadata__ of a
+    validated segment, read from libdlpx's flat table of the header it
+    validated in a few calls (a call per tensor would cost more than the
+    rest of an attach)."""
+    header = lib.dlpx_segment_header(seg)
+    meta: dict[str, str] = {}
+    k = ffi.new("const char **")
+    v = ffi.new("const char **")
+    for i in range(lib.dlpx_st_header_metadata_count(header)):
+        check(lib.dlpx_st_header_metadata(header, i, k, v))
+        meta[ffi.string(k[0]).decode("utf-8")] = ffi.string(v[0]).decode("utf-8")
+    tb = lib.dlpx_st_header_table(header)
+    n = int(tb.count)
+    if not n:
+        return [], meta
+    names = ffi.buffer(tb.names, tb.names_len)[:].split(b"\0")
+    ndims = ffi.unpack(tb.ndims, n)
+    flat = ffi.unpack(tb.shapes, sum(ndims))
+    dtypes = ffi.unpack(tb.dtypes, n)
+    begins = ffi.unpack(tb.begins, n)
+    ends = ffi.unpack(tb.ends, n)
+    pads = set(_pads(meta))
+    entries = []
+    at = 0
+    for i in range(n):
+        d = ndims[i]
+        name = names[i].decode("utf-8")
+        if name not in pads:
+            entries.append((name, dtypes[i], tuple(flat[at:at + d]), begins[i], ends[i]))
+        at += d
     return entries, meta
 
 
@@ -510,9 +527,11 @@ def tensors_of(seg: Any, framework: str) -> dict[str, Any]:
             arr = ffi.new("dlpx_tensor *[]", n)
             check(lib.dlpx_segment_tensors(seg, flags, arr))
             ts = [wrap(arr[i]) for i in range(n)]
+            tb = lib.dlpx_st_header_table(header)
+            names = ffi.buffer(tb.names, tb.names_len)[:].split(b"\0")
             pads = set(_pads(meta))
-            for i, t in enumerate(ts):
-                name = ffi.string(lib.dlpx_st_header_entry(header, i).name).decode("utf-8")
+            for raw, t in zip(names, ts):
+                name = raw.decode("utf-8")
                 if name not in pads:
                     out[name] = t if framework == "dlpx" else _convert.to_framework(t, framework)
     for alias, name in _aliases(meta, set(out)).items():

@@ -19,6 +19,7 @@ void dlpx_st_header_free(dlpx_st_header *h) {
   free(h->by_name);
   free(h->entries);
   free(h->arena);
+  free(h->table_block);
   free(h);
 }
 
@@ -149,6 +150,46 @@ static int parse_metadata(dlpx_st_header *h, const dlpx__json *m) {
   return 0;
 }
 
+/* The entries again as flat arrays in data order (dlpx_st_header_table),
+ * in one block. */
+static int make_table(dlpx_st_header *h) {
+  size_t n = h->count, names_len = 0, ndims = 0;
+  for (size_t i = 0; i < n; i++) {
+    names_len += strlen(h->entries[i].name) + 1;
+    ndims += (size_t)h->entries[i].ndim;
+  }
+  size_t bytes = n * (2 * sizeof(uint64_t) + sizeof(uint32_t) + sizeof(int32_t)) +
+                 ndims * sizeof(int64_t) + names_len + 1;
+  char *block = malloc(bytes);
+  if (!block) return dlpx__fail(DLPX_ENOMEM, "cannot allocate a header of %zu tensors", n);
+  uint64_t *begins = (uint64_t *)block, *ends = begins + n;
+  int64_t *shapes = (int64_t *)(ends + n);
+  uint32_t *dtypes = (uint32_t *)(shapes + ndims);
+  int32_t *nd = (int32_t *)(dtypes + n);
+  char *names = (char *)(nd + n);
+  h->table = (dlpx_st_table){n, names, names_len, dtypes, nd, shapes, begins, ends};
+  for (size_t i = 0; i < n; i++) {
+    const dlpx_st_entry *e = &h->entries[i];
+    size_t k = strlen(e->name) + 1;
+    memcpy(names, e->name, k);
+    names += k;
+    dtypes[i] = (uint32_t)e->dtype.code | (uint32_t)e->dtype.bits << 8 |
+                (uint32_t)e->dtype.lanes << 16;
+    nd[i] = e->ndim;
+    memcpy(shapes, e->shape, sizeof(int64_t) * (size_t)e->ndim);
+    shapes += e->ndim;
+    begins[i] = e->begin;
+    ends[i] = e->end;
+  }
+  *names = '\0';
+  h->table_block = block;
+  return 0;
+}
+
+const dlpx_st_table *dlpx_st_header_table(const dlpx_st_header *h) {
+  return h ? &h->table : NULL;
+}
+
 static int parse(dlpx_st_header *h, const dlpx__json *root, uint64_t data_len) {
   size_t nkeys = root->len;
   const dlpx__json *meta = dlpx__json_get(root, "__metadata__");
@@ -208,6 +249,8 @@ static int parse(dlpx_st_header *h, const dlpx__json *root, uint64_t data_len) {
                       at > data_len ? " (the file is truncated)" : "");
   for (size_t i = 0; i < h->count; i++) h->by_name[i] = &h->entries[i];
   qsort(h->by_name, h->count, sizeof *h->by_name, by_name);
+  int trc = make_table(h);
+  if (trc) return trc;
   for (size_t i = 0; i < h->nmeta; i++)
     if (strcmp(h->meta[2 * i], DLPX__META_CHECKSUMS) == 0)
       return dlpx__st_parse_checksums(h, h->meta[2 * i + 1]);

@@ -31,6 +31,8 @@ struct dlpx_st_header {
   char **meta;            /* key, value, key, value, ... */
   bool has_meta;          /* __metadata__ is there (an object, maybe empty) */
   void *arena;            /* names and shapes */
+  dlpx_st_table table;    /* the entries as flat arrays */
+  void *table_block;      /* what table points into */
 };
 
 /* The byte size of |numel| elements of |dtype| in a safetensors file, or

@@ -21,6 +21,17 @@ void dlpx_st_header_free(dlpx_st_header *header);
 size_t dlpx_st_header_count(const dlpx_st_header *header);
 const dlpx_st_entry *dlpx_st_header_entry(const dlpx_st_header *header, size_t index);
 int dlpx_st_header_find(const dlpx_st_header *header, const char *name, size_t *index);
+typedef struct {
+  size_t count;
+  const char *names;
+  size_t names_len;
+  const uint32_t *dtypes;
+  const int32_t *ndims;
+  const int64_t *shapes;
+  const uint64_t *begins, *ends;
+} dlpx_st_table;
+
+const dlpx_st_table *dlpx_st_header_table(const dlpx_st_header *header);
 int dlpx_st_header_has_metadata(const dlpx_st_header *header);
 size_t dlpx_st_header_metadata_count(const dlpx_st_header *header);
 int dlpx_st_header_metadata(const dlpx_st_header *header, size_t index, const char **key,
