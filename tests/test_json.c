@@ -194,8 +194,12 @@ static void test_strings(void) {
  * in a string; every \uXXXX, and high surrogates with every low one. */
 static void test_exhaustive(void) {
   char buf[32];
+  /* Under valgrind a sample (every step-th case, the step prime): each case
+   * runs both parsers, and the whole set takes minutes there; the native,
+   * ASAN and UBSAN runs take them all. */
+  unsigned step = under_valgrind() ? 37 : 1;
   for (unsigned a = 0; a < 256; a++)
-    for (unsigned b = 0; b < 256; b++) {
+    for (unsigned b = 0; b < 256; b += step) {
       int n = snprintf(buf, sizeof buf, "[\"%c%c\"]", (char)a, (char)b);
       const char *d = json_oracle_check(buf, (size_t)n, NULL);
       if (d) {
@@ -204,7 +208,7 @@ static void test_exhaustive(void) {
       }
     }
   static const unsigned char tails[] = {0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xff};
-  for (unsigned a = 0xc0; a < 256; a++)
+  for (unsigned a = 0xc0; a < 256; a += step > 1 ? 7 : 1)
     for (size_t b = 0; b < sizeof tails; b++)
       for (size_t c = 0; c < sizeof tails; c++)
         for (size_t e = 0; e < sizeof tails; e++) {
@@ -215,7 +219,7 @@ static void test_exhaustive(void) {
             return;
           }
         }
-  for (unsigned u = 0; u < 0x10000; u++) {
+  for (unsigned u = 0; u < 0x10000; u += step) {
     int n = snprintf(buf, sizeof buf, "[\"\\u%04x\"]", u);
     const char *d = json_oracle_check(buf, (size_t)n, NULL);
     if (d) {
@@ -224,7 +228,7 @@ static void test_exhaustive(void) {
     }
   }
   for (unsigned hi = 0xd800; hi < 0xdc00; hi += 0x3f)
-    for (unsigned lo = 0xd700; lo < 0xe100; lo++) {
+    for (unsigned lo = 0xd700; lo < 0xe100; lo += step) {
       int n = snprintf(buf, sizeof buf, "[\"\\u%04X\\u%04x\"]", hi, lo);
       const char *d = json_oracle_check(buf, (size_t)n, NULL);
       if (d) {
