@@ -10,7 +10,7 @@ ROOT=$PWD
 
 APT_PACKAGES=(build-essential autoconf automake libtool pkg-config valgrind clang
               libclang-rt-14-dev libdlpack-dev libjansson-dev libxxhash-dev python3-venv
-              openmpi-bin libopenmpi-dev)
+              openmpi-bin libopenmpi-dev libcurl4-openssl-dev nginx-light openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,8 @@
  *   dlpx/files.h     tensor files (safetensors): load, save, checksums
  *   dlpx/shm.h       tensors shared across processes (sealed memfds,
  *                    /dev/shm), zero copy
+ *   dlpx/remote.h    tensor files and objects over HTTP(S) and S3 (libcurl,
+ *                    opened at run time)
  *   dlpx/python.h    the Python bridge (used by the dlpx Python package)
  *   dlpx/stats.h     live-object counters for tests (not a stable API)
  *   dlpx/dlpack.h    the DLPack 1.3 ABI
@@ -23,6 +25,7 @@
 #include <dlpx/core.h>
 #include <dlpx/files.h>
 #include <dlpx/shm.h>
+#include <dlpx/remote.h>
 #include <dlpx/python.h>
 #include <dlpx/stats.h>
 

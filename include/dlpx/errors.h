@@ -39,8 +39,11 @@ DLPX_BEGIN_DECLS
   X(EFORMAT, -1016, "malformed file or header", ValueError, ValueError)                        \
   X(ECHECKSUM, -1017, "checksum mismatch: the data is corrupt", ValueError, ValueError)        \
   X(EOVERLAP, -1018, "tensors share memory", ValueError, ValueError)                           \
-  X(ENOENT, -1019, "no such shared segment, or its producer is gone", FileNotFoundError,        \
-    FileNotFoundError)
+  X(ENOENT, -1019, "no such file, object or shared segment, or its producer is gone",          \
+    FileNotFoundError, FileNotFoundError)                                                      \
+  X(EACCES, -1020, "permission denied (wrong or missing credentials)", PermissionError,         \
+    PermissionError)                                                                           \
+  X(ETIMEDOUT, -1021, "timed out", TimeoutError, TimeoutError)
 
 #define DLPX__ERROR_ENUM(name, value, message, exception, dlpack_exception) DLPX_##name = value,
 

@@ -61,7 +61,7 @@ DLPX_API const char *dlpx_py_capsule_name(int which);
  * exception columns of DLPX_ERROR_MAP must name entries of this list. */
 #define DLPX_PY_EXCEPTION_MAP(X) \
   X(BufferError) X(ValueError) X(TypeError) X(MemoryError) X(IndexError) X(RuntimeError) \
-  X(OSError) X(KeyError) X(FileNotFoundError)
+  X(OSError) X(KeyError) X(FileNotFoundError) X(PermissionError) X(TimeoutError)
 
 #define DLPX__PY_EXC_ENUM(name) DLPX_PY_EXC_##name,
 /* Indexes of dlpx_pyapi.exceptions. */

@@ -29,6 +29,7 @@ from ._lib import LIBRARY_VERSION, __version__, ffi, include_dir, lib, library_p
 from ._load import direct_available, load, load_file, load_into, safe_open
 from ._save import save, save_file
 from ._share import Handle, attach, share, unlink
+from . import remote
 from ._stats import stats
 from ._tensor import Tensor, dlpack_fallback as _dlpack_fallback
 
@@ -37,7 +38,7 @@ __all__ = [
     "ErrorCode", "DEFAULT_DTYPE", "stats", "ffi", "lib", "library_path", "include_dir",
     "LIBRARY_VERSION", "__version__",
     "save_file", "save", "load_file", "load", "load_into", "safe_open", "direct_available",
-    "share", "attach", "unlink", "Handle",
+    "share", "attach", "unlink", "Handle", "remote",
 ] + [d.name for d in ALL_DTYPES]
 
 _bridge.register(Tensor, _dlpack_fallback)

@@ -12,6 +12,7 @@ from . import _bridge, _capi
 from ._dtypes import dtype as _dtype
 from ._errors import ErrorCode, check, message
 from ._lib import ffi, lib
+from ._remote import Options, is_url
 
 __all__ = ["File", "Entry", "handle", "wrap", "FRAMEWORKS", "framework_arg", "convert",
            "METADATA_PREFIX", "path_arg", "index_items"]
@@ -79,14 +80,24 @@ class File:
     """An open safetensors file: the header was read and validated at open;
     tensors are read on demand.  Thread-safe (reads may run in parallel)."""
 
-    def __init__(self, path: Any, direct: bool = False) -> None:
+    def __init__(self, path: Any, direct: bool = False,
+                 storage_options: Optional[dict[str, Any]] = None) -> None:
         self.path = path_arg(path)
-        os.stat(self.path)  # FileNotFoundError, PermissionError, ... as Python says them
-        if os.path.isdir(self.path):
-            raise IsADirectoryError(f"{self.path} is a directory, not a safetensors file")
+        self.remote = is_url(self.path)
         out = ffi.new("dlpx_file **")
-        rc = lib.dlpx_file_open(self.path.encode("utf-8", "surrogateescape"),
-                                lib.DLPX_FILE_DIRECT if direct else 0, out)
+        if self.remote:  # http(s):// or s3://: ranged GETs (dlpx/remote.h)
+            opts = Options(self.path, storage_options)
+            rc = lib.dlpx_file_open_url(self.path.encode("utf-8"), opts.c, 0, out)
+            direct = False
+        else:
+            if storage_options:
+                raise ValueError(f"{self.path}: storage_options are for URLs (http://, "
+                                 "https://, s3://), not local files")
+            os.stat(self.path)  # FileNotFoundError, PermissionError, ... as Python says them
+            if os.path.isdir(self.path):
+                raise IsADirectoryError(f"{self.path} is a directory, not a safetensors file")
+            rc = lib.dlpx_file_open(self.path.encode("utf-8", "surrogateescape"),
+                                    lib.DLPX_FILE_DIRECT if direct else 0, out)
         if rc in _MALFORMED:
             raise ValueError(message())  # a malformed file, whatever rule it breaks
         check(rc)

@@ -32,7 +32,7 @@ __all__ = ["ffi", "lib", "library_path", "LIBRARY_VERSION", "__version__", "type
 # The cdef, one file per public header, in an order where each file only
 # uses types declared before it.
 DECLARATIONS = ("dlpack.h", "core.h", "errors.h", "dtype.h", "device.h", "storage.h",
-                "tensor.h", "exchange.h", "files.h", "shm.h", "python.h", "stats.h")
+                "tensor.h", "exchange.h", "files.h", "shm.h", "remote.h", "python.h", "stats.h")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -95,6 +95,10 @@ types = _pytypes.SimpleNamespace(
         "stats_p": "dlpx_stats *",
         "pyapi_p": "dlpx_pyapi *",
         "void_p": "void *",
+        "uint64_t_p": "uint64_t *",
+        "remote_options_p": "dlpx_remote_options *",
+        "progress_fn": "dlpx_progress_fn",
+        "list_fn": "dlpx_list_fn",
     }.items()})
 
 

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 from . import _quirks
 from ._convert import exportable, is_readonly_numpy
 from ._files import Entry, File, convert, framework_arg, path_arg
+from ._remote import is_url
 from ._lib import ffi, lib
 
 __all__ = ["load_file", "load_into", "load", "safe_open", "direct_available", "MODES",
@@ -99,7 +100,7 @@ def shard_paths(filename: Any) -> tuple[list[str], Optional[dict[str, str]]]:
             raise ValueError("a file is listed twice")
         return paths, None
     path = path_arg(filename)
-    if not path.endswith(".json"):
+    if is_url(path) or not path.endswith(".json"):
         return [path], None
     with open(path, encoding="utf-8") as fp:
         try:
@@ -121,11 +122,13 @@ def shard_paths(filename: Any) -> tuple[list[str], Optional[dict[str, str]]]:
     return [os.path.join(base, v) for v in files], {k: os.path.join(base, v) for k, v in wm.items()}
 
 
-def _open_all(paths: Sequence[str], direct: bool, threads: int) -> list[File]:
+def _open_all(paths: Sequence[str], direct: bool, threads: int,
+              storage_options: Optional[dict[str, Any]] = None) -> list[File]:
     if len(paths) == 1:
-        return [File(paths[0], direct)]
+        return [File(paths[0], direct, _options_for(paths[0], storage_options))]
     with ThreadPoolExecutor(min(threads, len(paths))) as pool:
-        futures = [pool.submit(File, p, direct) for p in paths]
+        futures = [pool.submit(File, p, direct, _options_for(p, storage_options))
+                   for p in paths]
         files, err = [], None
         for fu in futures:
             try:
@@ -137,6 +140,14 @@ def _open_all(paths: Sequence[str], direct: bool, threads: int) -> list[File]:
                 f.close()
             raise err
     return files
+
+
+def _options_for(path: str, storage_options: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The storage options for one of the files (URLs take them; local
+    files of a list with URLs ignore them)."""
+    if storage_options is not None and not isinstance(storage_options, dict):
+        raise TypeError(f"storage_options must be a dict, not {type(storage_options).__name__}")
+    return storage_options if is_url(path) else None
 
 
 def _plan(files: list[File], weight_map: Optional[dict[str, str]]) -> list[tuple[File, Entry]]:
@@ -196,7 +207,18 @@ class _Reader:
             f.read_range(e, b, end, addr + b, self.flags)
 
     def run(self, jobs: Iterable[tuple[File, Entry, int]]) -> None:
-        work = self.pieces(jobs)
+        local = []
+        remote: dict[int, tuple[File, list[Entry], list[int]]] = {}
+        for job in jobs:
+            if job[0].remote:  # one call per file: libdlpx runs the GETs concurrently
+                got = remote.setdefault(id(job[0]), (job[0], [], []))
+                got[1].append(job[1])
+                got[2].append(job[2])
+            else:
+                local.append(job)
+        for f, entries, addresses in remote.values():
+            f.read_many(entries, addresses, self.flags & ~lib.DLPX_READ_DIRECT)
+        work = self.pieces(local)
         if not work:
             return
         if self.threads == 1 or len(work) == 1:
@@ -266,9 +288,12 @@ def _load_entries(plan: list[tuple[File, Entry]], mode: str, verify: Any, framew
     out: dict[str, Any] = {}
     if mode == "mmap":
         writable = _quirks.writable_file_views(framework)
+        remote = [(f, e) for f, e in plan if f.remote]  # not mappable: read
         for f, e in plan:
-            v = _verify_for(f, verify, False)
-            out[e.name] = f.map(e, v, writable)
+            if not f.remote:
+                out[e.name] = f.map(e, _verify_for(f, verify, False), writable)
+        if remote:
+            out.update(_load_entries(remote, "pread", verify, framework, threads, chunk_size))
     else:
         direct = mode == "direct"
         jobs: dict[bool, list[tuple[File, Entry, int]]] = {True: [], False: []}
@@ -305,7 +330,8 @@ def _finish(out: dict[str, Any], files: list[File], framework: str) -> dict[str,
 
 def load_file(filename: Any, device: Any = "cpu", *, mode: str = "mmap", verify: Any = None,
               framework: str = "dlpx", threads: Optional[int] = None,
-              chunk_size: Optional[int] = None) -> dict[str, Any]:
+              chunk_size: Optional[int] = None,
+              storage_options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Loads every tensor of a safetensors file (or of a sharded checkpoint:
     a ``*.safetensors.index.json`` or a list of shard files, read in
     parallel) into a dict of name -> tensor of |framework| (dlpx, numpy or
@@ -315,15 +341,21 @@ def load_file(filename: Any, device: Any = "cpu", *, mode: str = "mmap", verify:
     |mode| "mmap" (zero copy), "pread" or "direct" (see the module's help);
     |verify| None (checksums where the mode streams), True or False;
     |threads| and |chunk_size| (bytes per read, default 16 MiB) tune the
-    parallel reads.  Raises OSError (missing or unreadable files),
-    ValueError (a malformed file, a checksum mismatch naming the tensor)."""
+    parallel reads.  |filename| may be an ``http://``, ``https://`` or
+    ``s3://`` URL (or a list of them): the header comes with one small
+    request, the tensors by concurrent ranged GETs straight into their
+    memory, checked as they arrive; |storage_options| (see
+    :mod:`dlpx.remote`) says how to reach it.  Raises OSError (missing or
+    unreadable files; FileNotFoundError, PermissionError and TimeoutError
+    for URLs), ValueError (a malformed file, a checksum mismatch naming the
+    tensor)."""
     mode = _mode_arg(mode)
     fw = framework_arg(framework)
     _device_arg(device)
     threads = _threads_arg(threads)
     _chunk_arg(chunk_size, False)
     paths, weight_map = shard_paths(filename)
-    files = _open_all(paths, mode == "direct", threads)
+    files = _open_all(paths, mode == "direct", threads, storage_options)
     try:
         plan = _plan(files, weight_map)
         out = _load_entries(plan, mode, verify, fw, threads, chunk_size)
@@ -382,7 +414,8 @@ def _writable_view(name: str, t: Any) -> Any:
 
 def load_into(filename: Any, tensors: Any, *, strict: bool = True, verify: Any = None,
               threads: Optional[int] = None, chunk_size: Optional[int] = None,
-              direct: bool = False) -> tuple[list[str], list[str]]:
+              direct: bool = False,
+              storage_options: Optional[dict[str, Any]] = None) -> tuple[list[str], list[str]]:
     """Reads the tensors of |filename| (a file, an index or a list of
     shards) straight into the existing tensors |tensors| (a dict of name ->
     any writable DLPack host tensor, or an object with ``state_dict()``
@@ -395,7 +428,7 @@ def load_into(filename: Any, tensors: Any, *, strict: bool = True, verify: Any =
     threads = _threads_arg(threads)
     targets = _targets(tensors)
     paths, weight_map = shard_paths(filename)
-    files = _open_all(paths, direct, threads)
+    files = _open_all(paths, direct, threads, storage_options)
     try:
         plan = _plan(files, weight_map)
         by_name = {e.name: (f, e) for f, e in plan}
@@ -547,11 +580,16 @@ class safe_open:
     Tensors already returned stay valid after close()."""
 
     def __init__(self, filename: Any, framework: str = "dlpx", device: Any = "cpu", *,
-                 mode: str = "mmap", verify: Any = None) -> None:
+                 mode: str = "mmap", verify: Any = None,
+                 storage_options: Optional[dict[str, Any]] = None) -> None:
         self._framework = framework_arg(framework)
         self._mode = _mode_arg(mode)
         _device_arg(device)
-        self._file: Optional[File] = File(filename, direct=self._mode == "direct")
+        path = path_arg(filename)
+        self._file: Optional[File] = File(path, direct=self._mode == "direct",
+                                          storage_options=_options_for(path, storage_options))
+        if self._file.remote and self._mode != "pread":
+            self._mode = "pread"  # a URL cannot be mapped: its tensors are read
         try:
             self._verify = _verify_for(self._file, verify, self._mode != "mmap")
             if self._mode == "direct":

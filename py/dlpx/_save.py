@@ -12,6 +12,7 @@ from ._convert import exportable
 from ._files import METADATA_PREFIX, handle, path_arg
 from ._errors import check
 from ._lib import ffi, lib
+from ._remote import Options, is_url
 
 __all__ = ["save_file", "save", "TIED"]
 
@@ -56,7 +57,8 @@ def _encode(s: str) -> bytes:
 
 
 def save_file(tensors: Mapping[str, Any], filename: Any, metadata: Optional[Mapping[str, str]] = None,
-              *, checksum: bool = True, tied: str = "error", fsync: bool = True) -> None:
+              *, checksum: bool = True, tied: str = "error", fsync: bool = True,
+              storage_options: Optional[dict[str, Any]] = None) -> None:
     """Saves a dict of name -> tensor (any host DLPack tensor: NumPy,
     PyTorch, JAX, dlpx; any layout) to |filename| in the safetensors format,
     in the reference writer's order and padding, with |metadata| (str ->
@@ -68,7 +70,14 @@ def save_file(tensors: Mapping[str, Any], filename: Any, metadata: Optional[Mapp
     share memory (tied weights) raise ValueError naming both, unless |tied|
     is "once": then tensors that are the same view are stored once and
     restored under every name by dlpx's loaders.  |fsync|=False skips the
-    fsyncs (faster, not crash-safe)."""
+    fsyncs (faster, not crash-safe).
+
+    |filename| may be an ``s3://`` URL: a multipart upload of parallel
+    parts, completed only when every part is in, so the object appears
+    whole or not at all (a failed upload is aborted, leaving no parts);
+    ``http(s)://`` URLs get one PUT.  |storage_options| as for
+    :func:`dlpx.load_file` (``checksum="crc32"`` sends S3 checksum headers,
+    which some S3-compatible servers refuse, so they are off by default)."""
     if not isinstance(tensors, Mapping):
         raise TypeError(f"tensors must be a dict of name -> tensor, not {type(tensors).__name__}")
     if tied not in TIED:
@@ -93,6 +102,17 @@ def save_file(tensors: Mapping[str, Any], filename: Any, metadata: Optional[Mapp
              | (lib.DLPX_SAVE_ALIASES_ONCE if tied == "once" else 0)
              | (0 if fsync else lib.DLPX_SAVE_NO_FSYNC)
              | (lib.DLPX_SAVE_METADATA if metadata is not None else 0))
+    if is_url(path):
+        opts = Options(path, storage_options)
+        rc = lib.dlpx_save_url(_encode(path), opts.c, len(names), ffi.new("char *[]", c_names),
+                               ffi.new("dlpx_tensor *[]", handles), len(meta),
+                               ffi.new("char *[]", c_keys), ffi.new("char *[]", c_vals), flags)
+        del views
+        check(rc)
+        return
+    if storage_options:
+        raise ValueError(f"{path}: storage_options are for URLs (http://, https://, s3://), "
+                         "not local files")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise FileNotFoundError(f"{path}: the directory {parent} does not exist")

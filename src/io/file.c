@@ -100,6 +100,7 @@ int dlpx_file_open(const char *path, uint32_t flags, dlpx_file **out) {
   *out = NULL;
   if (flags & ~DLPX_FILE_DIRECT)
     return dlpx__fail(DLPX_EINVAL, "dlpx_file_open: unknown flags 0x%x", flags);
+  if (dlpx_is_url(path)) return dlpx_file_open_url(path, NULL, 0, out); /* the defaults */
   dlpx_file *f = calloc(1, sizeof *f);
   if (!f) return dlpx__fail(DLPX_ENOMEM, "no memory for a file");
   f->fd = f->direct_fd = -1;
@@ -133,6 +134,7 @@ void dlpx_file_close(dlpx_file *f) {
   for (int i = 0; i < 2; i++)
     if (f->map[i]) dlpx_storage_release(f->map[i]);
   dlpx_st_header_free(f->header);
+  dlpx__remote_free(f->remote);
   free(f->path);
   free(f);
 }
@@ -264,6 +266,10 @@ int dlpx_file_read_range(dlpx_file *f, size_t index, uint64_t begin, uint64_t en
   if (begin == end) return 0;
   if (!dst) return dlpx__fail(DLPX_EINVAL, "NULL destination");
   if (end - begin > SIZE_MAX) return dlpx__fail(DLPX_EOVERFLOW, "range too large");
+  if (f->remote) {
+    dlpx__tensor_range r = {.index = index, .begin = begin, .end = end, .dst = dst};
+    return dlpx__remote_read_ranges(f, 1, &r, flags & DLPX_READ_VERIFY);
+  }
   uint64_t off = f->data_offset + e->begin + begin;
   size_t len = (size_t)(end - begin);
   dlpx__sumstream *sums = NULL;
@@ -291,6 +297,9 @@ int dlpx_file_read_range(dlpx_file *f, size_t index, uint64_t begin, uint64_t en
 /* ---- mapping ------------------------------------------------------------------ */
 
 static int get_map(dlpx_file *f, bool writable, dlpx_storage **out) {
+  if (f->remote)
+    return dlpx__fail(DLPX_ENOTSUP, "%s: a file opened from a URL cannot be mapped; read it",
+                      f->path);
   /* A file cut short after open would raise SIGBUS when its lost pages are
    * touched: refuse to map it. */
   struct stat st;
@@ -449,6 +458,21 @@ int dlpx_file_empty(dlpx_file *f, size_t index, dlpx_tensor **out) {
 int dlpx_file_read_many(dlpx_file *f, size_t n, const size_t *indices, void *const *dsts,
                         uint32_t flags) {
   if (!f || (n && (!indices || !dsts))) return dlpx__fail(DLPX_EINVAL, "NULL argument");
+  if (f->remote) { /* every tensor at once: the requests run concurrently */
+    int rc = check_flags(flags, READ_FLAGS);
+    dlpx__tensor_range *r = rc ? NULL : calloc(n ? n : 1, sizeof *r);
+    if (!rc && !r) rc = dlpx__fail(DLPX_ENOMEM, "no memory");
+    for (size_t i = 0; !rc && i < n; i++) {
+      const dlpx_st_entry *e;
+      if ((rc = entry_of(f, indices[i], &e))) break;
+      if (!dsts[i] && e->end > e->begin) rc = dlpx__fail(DLPX_EINVAL, "NULL destination");
+      r[i] = (dlpx__tensor_range){.index = indices[i], .begin = 0, .end = e->end - e->begin,
+                                  .dst = dsts[i]};
+    }
+    if (!rc) rc = dlpx__remote_read_ranges(f, n, r, flags & DLPX_READ_VERIFY);
+    free(r);
+    return rc;
+  }
   for (size_t i = 0; i < n; i++) {
     const dlpx_st_entry *e;
     int rc = entry_of(f, indices[i], &e);
@@ -557,7 +581,28 @@ int dlpx_file_read_slice(dlpx_file *f, size_t index, int32_t n, const dlpx_index
   rc = dlpx__tensor_new_owned(v->dtype, v->ndim, v->shape, 'C', 0, 0, &res);
   if (rc || numel == 0) goto done;
   uint64_t run_bytes = (uint64_t)(run * bits / 8);
-  if (run_bytes >= SLICE_RUN_MIN || k == 0 || bits % 8) {
+  if (f->remote) {
+    /* Every run a range, fetched together (neighbours share requests). */
+    uint64_t nruns = (uint64_t)numel / (uint64_t)run;
+    dlpx__tensor_range *rr = nruns <= SIZE_MAX / sizeof *rr ? calloc((size_t)nruns, sizeof *rr) : NULL;
+    if (!rr) {
+      rc = dlpx__fail(DLPX_ENOMEM, "no memory for %llu ranges", (unsigned long long)nruns);
+      goto done;
+    }
+    int64_t idx[DLPX_MAX_NDIM] = {0};
+    char *dst = c_data(res);
+    for (uint64_t j = 0; j < nruns; j++) {
+      int64_t off = 0;
+      for (int32_t i = 0; i < k; i++) off += idx[i] * v->strides[i];
+      uint64_t b = start + (uint64_t)(off * bits / 8);
+      rr[j] = (dlpx__tensor_range){.index = index, .begin = b, .end = b + run_bytes, .dst = dst};
+      dst += run_bytes;
+      int32_t i = k - 1;
+      while (i >= 0 && ++idx[i] == v->shape[i]) idx[i--] = 0;
+    }
+    rc = dlpx__remote_read_ranges(f, (size_t)nruns, rr, flags & DLPX_READ_VERIFY);
+    free(rr);
+  } else if (run_bytes >= SLICE_RUN_MIN || k == 0 || bits % 8) {
     /* Each run read straight into place: an odometer over dims [0, k). */
     int64_t idx[DLPX_MAX_NDIM] = {0};
     char *dst = c_data(res);

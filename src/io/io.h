@@ -104,7 +104,20 @@ struct dlpx_file {
   atomic_flag map_lock;
   dlpx_storage *map[2]; /* read-only, copy-on-write */
   atomic_bool direct_ok; /* O_DIRECT reads work (cleared when the file system refuses one) */
+  struct dlpx__remote *remote; /* opened from a URL (src/net/): fd is -1, reads are GETs */
 };
+
+/* Remote files (src/net/remote.c): bytes [begin, end) of tensor |index|
+ * into |dst|, for each of |n| ranges, fetched concurrently; |verify|
+ * checks the chunks wholly inside each range as their bytes arrive. */
+typedef struct {
+  size_t index;
+  uint64_t begin, end;
+  char *dst;
+} dlpx__tensor_range;
+int dlpx__remote_read_ranges(dlpx_file *f, size_t n, const dlpx__tensor_range *ranges,
+                             bool verify);
+void dlpx__remote_free(struct dlpx__remote *r);
 
 
 /* A safetensors image about to be written (save.c): dlpx_save_file's

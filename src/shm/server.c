@@ -35,17 +35,7 @@
 
 #include "shm.h"
 
-/* glibc 2.34 moved pthread_create into libc under a new version,
- * GLIBC_2.34, which would raise the wheel's manylinux floor (2.17); the
- * old version is still there, for the binaries linked before: bind to it
- * (the sanitizers' interceptor takes both). */
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-#if defined(__x86_64__)
-__asm__(".symver pthread_create,pthread_create@GLIBC_2.2.5");
-#elif defined(__aarch64__)
-__asm__(".symver pthread_create,pthread_create@GLIBC_2.17");
-#endif
-#endif
+#include "../glibc_compat.h"
 
 #define IO_TIMEOUT_S 1          /* per connection, on the server's side */
 #define DEFAULT_TIMEOUT_MS 5000 /* dlpx_segment_fetch with timeout_ms 0 */

@@ -14,7 +14,7 @@ typedef enum {
   DLPX_PY_EXC_BufferError = 0, DLPX_PY_EXC_ValueError = 1, DLPX_PY_EXC_TypeError = 2,
   DLPX_PY_EXC_MemoryError = 3, DLPX_PY_EXC_IndexError = 4, DLPX_PY_EXC_RuntimeError = 5,
   DLPX_PY_EXC_OSError = 6, DLPX_PY_EXC_KeyError = 7, DLPX_PY_EXC_FileNotFoundError = 8,
-  DLPX_PY_EXCEPTION_COUNT = 9
+  DLPX_PY_EXC_PermissionError = 9, DLPX_PY_EXC_TimeoutError = 10, DLPX_PY_EXCEPTION_COUNT = 11
 } dlpx_py_exception;
 
 const char *dlpx_py_exception_name(int index);
@@ -61,7 +61,7 @@ typedef struct {
   void (*PyEval_RestoreThread)(void *tstate);
   int (*PyObject_GetBuffer)(void *obj, void *view, int flags);
   void (*PyBuffer_Release)(void *view);
-  void *exceptions[9];
+  void *exceptions[11];
   void *obj_None;
   void *obj_Ellipsis;
   void *obj_True;
