@@ -5,10 +5,13 @@
     dlpx convert IN OUT     .pt/.pth/.bin (torch, weights_only), .npz or
                             .safetensors to safetensors with checksums
     dlpx bench FILE         each load mode's throughput beside a plain read
+    dlpx cp SRC DST         copies between a local file and an http(s):// or
+                            s3:// URL, with progress
     dlpx shm ls             dlpx's named shared-memory segments in /dev/shm
     dlpx shm rm NAME...     removes named segments (--all: every one of this user's)
 
-Every command takes --json (one JSON document on stdout).  Progress bars
+FILE, IN and OUT may be http://, https:// or s3:// URLs (dlpx.remote says
+how S3 is reached and signed).  Every command takes --json (one JSON document on stdout).  Progress bars
 (tqdm) appear on long work when stderr is a terminal.  Exit codes:
 """
 
@@ -20,6 +23,8 @@ import os
 import sys
 import time
 from typing import Any, Callable, Optional, Sequence
+
+from ._remote import is_url
 
 __all__ = ["main", "EXIT_OK", "EXIT_MISMATCH", "EXIT_USAGE", "EXIT_BAD_INPUT",
            "EXIT_NO_CHECKSUMS"]
@@ -86,7 +91,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             tensors = [{"name": e.name, "dtype": e.st_dtype, "shape": list(e.shape),
                         "nbytes": e.nbytes, "data_offsets": [e.begin, e.end]}
                        for e in f.entries]
-            docs.append({"file": p, "size": os.path.getsize(p), "tensors": tensors,
+            docs.append({"file": p, "size": f.size(), "tensors": tensors,
                          "aliases": f.aliases, "metadata": f.metadata() or {},
                          "checksums": f.has_checksums})
     if args.json:
@@ -127,15 +132,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 print(f"{f.path}: no dlpx checksums (not saved by dlpx with checksums); "
                       "nothing to verify", file=sys.stderr)
             return EXIT_NO_CHECKSUMS
-        buf = bytearray(DEFAULT_CHUNK_SIZE)
+        # a URL: larger ranges, each fetched by concurrent requests
+        step = DEFAULT_CHUNK_SIZE * (4 if f.remote else 1)
+        buf = bytearray(step)
         addr = int(ffi.cast("uintptr_t", ffi.from_buffer(buf)))
         bar = _Progress(result["bytes"], "verify", not args.json)
         t0 = time.perf_counter()
         try:
             for e in f.entries:
                 result["checked"] += 1
-                for b in range(0, e.nbytes, DEFAULT_CHUNK_SIZE):
-                    end = min(e.nbytes, b + DEFAULT_CHUNK_SIZE)
+                for b in range(0, e.nbytes, step):
+                    end = min(e.nbytes, b + step)
                     try:
                         f.read_range(e, b, end, addr, lib.DLPX_READ_VERIFY)
                     except ValueError as exc:  # a mismatch: the message names the tensor
@@ -224,19 +231,27 @@ def _untie(tensors: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _size_of(path: str) -> int:
+    if is_url(path):
+        from .remote import stat
+        return stat(path)
+    return os.path.getsize(path)
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from ._save import save_file
     t0 = time.perf_counter()
     tensors, meta = _read_any(args.input)
     if args.tied == "copy":
         tensors = _untie(tensors)
-    if os.path.realpath(args.input) == os.path.realpath(args.output):
+    if args.input == args.output or (not is_url(args.input) and not is_url(args.output) and
+                                     os.path.realpath(args.input) == os.path.realpath(args.output)):
         raise ValueError("the output would replace the input while it is read; "
                          "write to another path")
     save_file(tensors, args.output, meta, checksum=not args.no_checksum,
               tied="once" if args.tied == "once" else "error")
     res = {"input": args.input, "output": args.output, "tensors": len(tensors),
-           "bytes": os.path.getsize(args.output), "checksums": not args.no_checksum,
+           "bytes": _size_of(args.output), "checksums": not args.no_checksum,
            "seconds": round(time.perf_counter() - t0, 6)}
     if args.json:
         _emit(res)
@@ -299,7 +314,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     with File(args.file) as f:
         has_sums = f.has_checksums
         shapes = {e.name: (e.shape, e.dtype) for e in f.entries}
-    size = os.path.getsize(args.file)
+        size = f.size()
+    if is_url(args.file):
+        return _bench_url(args, size, has_sums, shapes)
     with open(args.file, "rb") as fp:  # warm the page cache
         while fp.read(64 << 20):
             pass
@@ -336,6 +353,96 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     limit = rows[0][1]
     for m, s in rows:
         print(f"  {m:<{w}}  {s:9.4f}  {size / s / 1e9:7.2f}  {100 * limit / s:7.0f}%")
+    return EXIT_OK
+
+
+def _bench_url(args: argparse.Namespace, size: int, has_sums: bool,
+               shapes: dict[str, Any]) -> int:
+    from ._create import zeros
+    from ._load import load_file, load_into
+    from .remote import copy
+    rows: list[tuple[str, float]] = []
+    scratch = _scratch()
+    rows.append(("dlpx.remote.copy to a file (transfer only)", _best(
+        lambda: copy(args.file, scratch), args.repeat)))
+    rows.append(("dlpx load_file", _best(
+        lambda: load_file(args.file, verify=False), args.repeat)))
+    if has_sums:
+        rows.append(("dlpx load_file, verified", _best(
+            lambda: load_file(args.file, verify=True), args.repeat)))
+    targets = {name: zeros(shape, dt) for name, (shape, dt) in shapes.items()}
+    rows.append(("dlpx into (existing tensors)", _best(
+        lambda: load_into(args.file, targets, verify=False), args.repeat)))
+    del targets
+    res = {"file": args.file, "bytes": size, "repeat": args.repeat,
+           "results": [{"method": m, "seconds": round(s, 6), "GB_per_s": round(size / s / 1e9, 3)}
+                       for m, s in rows]}
+    if args.json:
+        _emit(res)
+        return EXIT_OK
+    print(f"{args.file}: {_size(size)}, best of {args.repeat}")
+    w = max(len(m) for m, _ in rows)
+    print(f"  {'method':<{w}}  {'seconds':>9}  {'GB/s':>7}")
+    for m, s in rows:
+        print(f"  {m:<{w}}  {s:9.4f}  {size / s / 1e9:7.2f}")
+    return EXIT_OK
+
+
+def _scratch() -> str:
+    """A path in a temporary directory, removed at exit (a download needs a
+    file to rename into place)."""
+    import atexit
+    import tempfile
+    d = tempfile.mkdtemp(prefix="dlpx-bench-")
+    path = os.path.join(d, "object")
+
+    def clean() -> None:
+        for p in (path,):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+    atexit.register(clean)
+    return path
+
+
+# ---- cp -------------------------------------------------------------------------------------
+
+
+def _cmd_cp(args: argparse.Namespace) -> int:
+    from .remote import copy
+    src, dst = args.src, args.dst
+    if not is_url(dst) and os.path.isdir(dst):  # into a directory, as cp does
+        dst = os.path.join(dst, os.path.basename(src.rstrip("/").split("?")[0]) or "object")
+    if is_url(dst) and dst.endswith("/") and not is_url(src):
+        dst = dst + os.path.basename(src)
+    state: dict[str, Any] = {"bar": None, "done": 0}
+    quiet = args.json or args.quiet
+
+    def progress(done: int, total: int) -> None:
+        if state["bar"] is None:
+            state["bar"] = _Progress(total, "cp", not quiet)
+        state["bar"].update(done - state["done"])
+        state["done"] = done
+
+    t0 = time.perf_counter()
+    try:
+        copy(src, dst, progress=progress)
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
+    secs = time.perf_counter() - t0
+    n = state["done"]
+    res = {"src": src, "dst": dst, "bytes": n, "seconds": round(secs, 6)}
+    if args.json:
+        _emit(res)
+    elif not args.quiet:
+        print(f"{src} -> {dst}: {_size(n)} in {secs:.2f} s"
+              f"{f' ({n / secs / 1e6:.0f} MB/s)' if secs > 0 and n else ''}")
     return EXIT_OK
 
 
@@ -404,7 +511,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("ls", help="names, dtypes, shapes, sizes and metadata")
-    s.add_argument("file", help="a .safetensors file or a .safetensors.index.json")
+    s.add_argument("file", help="a .safetensors file, a .safetensors.index.json, or an "
+                                "http(s):// or s3:// URL")
     s.set_defaults(run=_cmd_ls)
 
     s = sub.add_parser("verify", help="check dlpx checksums (exit code 0 ok, 1 mismatch, "
@@ -422,6 +530,12 @@ def _parser() -> argparse.ArgumentParser:
                         "store once (dlpx readers restore the names), or fail")
     s.set_defaults(run=_cmd_convert)
 
+    s = sub.add_parser("cp", help="copy between a local file and an http(s):// or s3:// URL")
+    s.add_argument("src")
+    s.add_argument("dst")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary")
+    s.set_defaults(run=_cmd_cp)
+
     s = sub.add_parser("bench", help="each load mode's throughput beside a plain read")
     s.add_argument("file")
     s.add_argument("--threads", type=int, default=None)
@@ -438,7 +552,7 @@ def _parser() -> argparse.ArgumentParser:
                       "partial ones too")
     s_rm.set_defaults(run=_cmd_shm_rm)
 
-    for name in ("ls", "verify", "convert", "bench"):
+    for name in ("ls", "verify", "convert", "bench", "cp"):
         sub.choices[name].add_argument("--json", action="store_true",
                                        help="one JSON document on stdout")
     for s in (s_ls, s_rm):

@@ -149,6 +149,13 @@ class File:
         """Tensor names, aliases included, sorted (as safetensors' keys())."""
         return sorted(list(self.by_name) + list(self.aliases))
 
+    def size(self) -> int:
+        """The file's byte size (for a URL: the header's end of data)."""
+        if not self.remote:
+            return os.path.getsize(self.path)
+        end = max((e.end for e in self.entries), default=0)
+        return int(lib.dlpx_file_data_offset(self._live())) + end
+
     def entry(self, name: str) -> Entry:
         if not isinstance(name, str):
             raise TypeError(f"tensor names are strings, not {type(name).__name__}")
