@@ -6,6 +6,8 @@
 #           files opened for loading (seeds: fuzz/corpus/header)
 #   shm     fuzz/fuzz_shm.c: shared-memory segment images and the messages
 #           of the descriptor server (seeds: fuzz/corpus/shm)
+#   net     fuzz/fuzz_net.c: what HTTP/S3 servers and credentials files send
+#           (Content-Range, S3 XML, INI; seeds: fuzz/corpus/net)
 #
 #   scripts/fuzz.sh            build, then fuzz each target for DLPX_FUZZ_SECONDS
 #                              (60) on a copy of its corpus (the committed
@@ -38,7 +40,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 OUTDIR=$ROOT/build/fuzz
-read -r -a TARGETS <<< "${DLPX_FUZZ_TARGETS:-header shm}"
+read -r -a TARGETS <<< "${DLPX_FUZZ_TARGETS:-header shm net}"
 for t in "${TARGETS[@]}"; do
   [ -f "fuzz/fuzz_$t.c" ] || { echo "fuzz.sh: no target $t (fuzz/fuzz_$t.c)" >&2; exit 2; }
 done
@@ -71,7 +73,7 @@ if [ ! -f "$CONFIG_DIR/config.h" ] || [ ! -f "$CONFIG_DIR/include/dlpx/version.h
 fi
 
 # ---- build ---------------------------------------------------------------------------
-LIB_SOURCES=(src/*.c src/python/*.c src/io/*.c src/shm/*.c)
+LIB_SOURCES=(src/*.c src/python/*.c src/io/*.c src/shm/*.c src/net/*.c)
 SAN="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-std=c11 -g -O1 -fno-omit-frame-pointer -pthread -DDLPX_BUILDING"
 CPPFLAGS="-I$ROOT/include -I$CONFIG_DIR/include -I$CONFIG_DIR"
@@ -85,7 +87,7 @@ for t in "${TARGETS[@]}"; do
   if [ ! -x "$BIN" ] || [ "$(cat "$OUTDIR/.flags-$t" 2>/dev/null)" != "$STAMP" ]; then
     stale=yes
   else
-    for f in "${LIB_SOURCES[@]}" "fuzz/fuzz_$t.c" src/*.h src/io/*.h src/shm/*.h src/python/*.h \
+    for f in "${LIB_SOURCES[@]}" "fuzz/fuzz_$t.c" src/*.h src/io/*.h src/shm/*.h src/net/*.h src/python/*.h \
              include/dlpx/*.h "$CONFIG_DIR/config.h" "$CONFIG_DIR/include/dlpx/version.h"; do
       if [ "$f" -nt "$BIN" ]; then stale=yes; break; fi
     done

@@ -2,7 +2,8 @@
 # scripts/test.sh - every test: the C suite (strict warnings as errors, under
 # valgrind, ASAN and UBSAN builds, `make distcheck`), bounded libFuzzer runs
 # over the parsers of outside data (tensor-file headers and readers,
-# shared-memory segments and the descriptor server's messages;
+# shared-memory segments and the descriptor server's messages, what HTTP
+# and S3 servers and credentials files send;
 # DLPX_FUZZ_SECONDS each, default 60), mypy on the package,
 # smoke runs of the benchmarks, then one wheel built and the Python suite
 # run against it on every CPython this machine kind has (3.9 to 3.13; real
@@ -29,6 +30,7 @@ step "benchmark smoke runs (timings are not checked)"
 (cd "$(mktemp -d)" && "$VPY" "$ROOT/bench/bench_python.py" --quick --json bench.json | tail -n 3)
 (cd "$(mktemp -d)" && "$VPY" "$ROOT/bench/bench_files.py" --quick --json bench-files.json | tail -n 12)
 (cd "$(mktemp -d)" && "$VPY" "$ROOT/bench/bench_share.py" --quick --json bench-share.json | tail -n 12)
+(cd "$(mktemp -d)" && "$VPY" "$ROOT/bench/bench_remote.py" --quick --json bench-remote.json | tail -n 16)
 
 step "one wheel for every Python version"
 rm -rf build/wheel

@@ -76,6 +76,23 @@ void dlpx__target_free(dlpx__target *t);
  * %XX.  Returns false when it does not fit. */
 bool dlpx__uri_encode(char *buf, size_t cap, size_t *len, const char *s, bool keep_slash);
 
+/* ---- parse.c: what servers and files send ------------------------------------ */
+
+/* "bytes a-b/t" (t 0 for "*"): false unless well formed with a <= b < t. */
+bool dlpx__content_range(const char *v, uint64_t *a, uint64_t *b, uint64_t *t);
+/* The text of the first <tag>...</tag> of |xml| as a new string (XML's
+ * five entities decoded when |decode|), *after (may be NULL) past its end;
+ * NULL when there is none (or no memory). */
+char *dlpx__xml_text(const char *xml, const char *tag, const char **after, bool decode);
+/* The aws_access_key_id, aws_secret_access_key and aws_session_token of
+ * [|profile|] in the INI |text|; each found replaces *id, *secret,
+ * *token (new strings).  dlpx__read_credentials reads the shared
+ * credentials file ($AWS_SHARED_CREDENTIALS_FILE, ~/.aws/credentials;
+ * none is not an error). */
+int dlpx__credentials_parse(const char *text, size_t len, const char *profile, char **id,
+                            char **secret, char **token);
+int dlpx__read_credentials(const char *profile, char **id, char **secret, char **token);
+
 /* ---- xfer.c: requests, run concurrently -------------------------------------- */
 
 /* Where the bytes of a GET go: [off, off + len) of the object into |dst|,

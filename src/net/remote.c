@@ -408,40 +408,6 @@ static int crc32_of(int fd, uint64_t off, uint64_t len, char out[16]) {
   return rc;
 }
 
-/* The text of the first <tag>...</tag> in |xml| (a new string), or NULL. */
-static char *xml_text(const char *xml, const char *tag, const char **after, bool decode) {
-  char open[64], close_[64];
-  snprintf(open, sizeof open, "<%s>", tag);
-  snprintf(close_, sizeof close_, "</%s>", tag);
-  const char *a = xml ? strstr(xml, open) : NULL;
-  if (!a) return NULL;
-  a += strlen(open);
-  const char *b = strstr(a, close_);
-  if (!b) return NULL;
-  if (after) *after = b + strlen(close_);
-  size_t n = (size_t)(b - a);
-  char *s = malloc(n + 1);
-  if (!s) return NULL;
-  /* XML's five entities */
-  size_t j = 0;
-  for (size_t i = 0; i < n; i++) {
-    static const struct { const char *ent; char ch; } ents[] = {
-        {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
-    bool done = false;
-    for (size_t e = 0; decode && a[i] == '&' && e < 5 && !done; e++) {
-      size_t el = strlen(ents[e].ent);
-      if (i + el <= n && strncmp(a + i, ents[e].ent, el) == 0) {
-        s[j++] = ents[e].ch;
-        i += el - 1;
-        done = true;
-      }
-    }
-    if (!done) s[j++] = a[i];
-  }
-  s[j] = '\0';
-  return s;
-}
-
 static int put_fd(dlpx__remote *rem, int fd, uint64_t size, dlpx_progress_fn progress,
                   void *ctx) {
   const dlpx__target *t = rem->target;
@@ -470,7 +436,7 @@ static int put_fd(dlpx__remote *rem, int fd, uint64_t size, dlpx_progress_fn pro
   char *body = NULL;
   int rc = one(rem, &cr, &body, NULL);
   if (rc) return rc;
-  char *id = xml_text(body, "UploadId", NULL, true);
+  char *id = dlpx__xml_text(body, "UploadId", NULL, true);
   free(body);
   if (!id) return dlpx__fail(DLPX_EIO, "%s: the server's answer to CreateMultipartUpload has "
                              "no UploadId", t->label);
@@ -541,7 +507,7 @@ static int put_fd(dlpx__remote *rem, int fd, uint64_t size, dlpx_progress_fn pro
   char *answer = NULL;
   rc = one(rem, &co, &answer, NULL);
   if (!rc && answer && strstr(answer, "<Error>")) { /* S3 may fail a 200 in its body */
-    char *code = xml_text(answer, "Code", NULL, true), *msg = xml_text(answer, "Message", NULL, true);
+    char *code = dlpx__xml_text(answer, "Code", NULL, true), *msg = dlpx__xml_text(answer, "Message", NULL, true);
     rc = dlpx__fail(DLPX_EIO, "%s: CompleteMultipartUpload failed: %s: %s", t->label,
                     code ? code : "?", msg ? msg : "");
     free(code);
@@ -663,17 +629,17 @@ int dlpx_remote_list(const char *url, const dlpx_remote_options *opts, dlpx_list
     const char *p = body;
     const char *after;
     char *item;
-    while (!rc && p && (item = xml_text(p, "Contents", &after, false))) {
-      char *key = xml_text(item, "Key", NULL, true), *sz = xml_text(item, "Size", NULL, true);
+    while (!rc && p && (item = dlpx__xml_text(p, "Contents", &after, false))) {
+      char *key = dlpx__xml_text(item, "Key", NULL, true), *sz = dlpx__xml_text(item, "Size", NULL, true);
       if (key) rc = fn(ctx, key, sz ? strtoull(sz, NULL, 10) : 0);
       free(key);
       free(sz);
       free(item);
       p = after;
     }
-    char *trunc = xml_text(body, "IsTruncated", NULL, true);
+    char *trunc = dlpx__xml_text(body, "IsTruncated", NULL, true);
     free(token);
-    token = trunc && strcmp(trunc, "true") == 0 ? xml_text(body, "NextContinuationToken", NULL, true)
+    token = trunc && strcmp(trunc, "true") == 0 ? dlpx__xml_text(body, "NextContinuationToken", NULL, true)
                                                 : NULL;
     free(trunc);
     free(body);

@@ -66,61 +66,6 @@ static char *dup_or_null(const char *s, bool *oom) {
   return d;
 }
 
-static char *trim(char *s) {
-  while (*s == ' ' || *s == '\t') s++;
-  size_t n = strlen(s);
-  while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
-    s[--n] = '\0';
-  return s;
-}
-
-/* The keys of |profile| in the shared credentials file (INI), if any. */
-static int read_credentials_file(const char *profile, char **id, char **secret, char **token) {
-  char path[4096];
-  const char *f = env("AWS_SHARED_CREDENTIALS_FILE");
-  if (f) {
-    snprintf(path, sizeof path, "%s", f);
-  } else {
-    const char *home = env("HOME");
-    if (!home) return 0;
-    snprintf(path, sizeof path, "%s/.aws/credentials", home);
-  }
-  FILE *fp = fopen(path, "re");
-  if (!fp) return 0;
-  char line[4096];
-  bool in = false;
-  int rc = 0;
-  while (fgets(line, sizeof line, fp)) {
-    char *s = trim(line);
-    if (*s == '#' || *s == ';' || !*s) continue;
-    if (*s == '[') {
-      char *e = strchr(s, ']');
-      if (!e) continue;
-      *e = '\0';
-      in = strcmp(trim(s + 1), profile) == 0;
-      continue;
-    }
-    if (!in) continue;
-    char *eq = strchr(s, '=');
-    if (!eq) continue;
-    *eq = '\0';
-    char *k = trim(s), *v = trim(eq + 1);
-    char **slot = strcmp(k, "aws_access_key_id") == 0       ? id
-                  : strcmp(k, "aws_secret_access_key") == 0 ? secret
-                  : strcmp(k, "aws_session_token") == 0     ? token
-                                                            : NULL;
-    if (!slot) continue;
-    free(*slot);
-    *slot = strdup(v);
-    if (!*slot) {
-      rc = dlpx__fail(DLPX_ENOMEM, "no memory for credentials");
-      break;
-    }
-  }
-  fclose(fp);
-  return rc;
-}
-
 void dlpx__target_free(dlpx__target *t) {
   if (!t) return;
   free(t->url);
@@ -210,7 +155,7 @@ static int resolve_s3(dlpx__target *t, const char *url, const dlpx_remote_option
     token = dup_or_null(env("AWS_SESSION_TOKEN"), &oom);
   } else {
     const char *profile = o->profile && *o->profile ? o->profile : env("AWS_PROFILE");
-    rc = read_credentials_file(profile ? profile : "default", &id, &secret, &token);
+    rc = dlpx__read_credentials(profile ? profile : "default", &id, &secret, &token);
     if (rc) oom = true;
   }
   rc = 0;

@@ -111,25 +111,6 @@ static bool append(dlpx__req *r, const char *p, size_t n, size_t cap) {
   return true;
 }
 
-/* Content-Range: bytes a-b/t */
-static bool parse_range(const char *v, uint64_t *a, uint64_t *b, uint64_t *t) {
-  while (*v == ' ') v++;
-  if (strncasecmp(v, "bytes ", 6)) return false;
-  char *e;
-  errno = 0;
-  unsigned long long x = strtoull(v + 6, &e, 10);
-  if (*e != '-' || errno) return false;
-  unsigned long long y = strtoull(e + 1, &e, 10);
-  if (*e != '/' || errno || y < x) return false;
-  unsigned long long z = 0;
-  if (e[1] != '*') {
-    z = strtoull(e + 1, &e, 10);
-    if (errno || y >= z) return false;
-  }
-  *a = x, *b = y, *t = z;
-  return true;
-}
-
 static size_t on_header(char *p, size_t sz, size_t nm, void *ud) {
   dlpx__req *r = ud;
   size_t n = sz * nm;
@@ -158,7 +139,7 @@ static size_t on_header(char *p, size_t sz, size_t nm, void *ud) {
     snprintf(r->etag, sizeof r->etag, "%s", v);
   } else if (strcasecmp(line, "Content-Range") == 0) {
     uint64_t a, b, t;
-    if (parse_range(v, &a, &b, &t)) {
+    if (dlpx__content_range(v, &a, &b, &t)) {
       (void)b;
       r->cr_start = (int64_t)a;
       r->total = t;
