@@ -152,6 +152,14 @@ static size_t on_header(char *p, size_t sz, size_t nm, void *ud) {
   return n;
 }
 
+/* A server that ignores If-Match must still not mix two versions of an
+ * object: the answer's ETag, when it gives one, is the one seen at open. */
+static int check_etag(dlpx__conn *k, const dlpx__req *r) {
+  if (!k->etag[0] || !r->etag[0] || strcmp(k->etag, r->etag) == 0) return 0;
+  return dlpx__fail(DLPX_EIO, "%s: the object changed while it was read (its ETag was %s, "
+                    "now %s)", k->t->label, k->etag, r->etag);
+}
+
 /* Checks the response that a GET's first body byte belongs to: 0 to take
  * its bytes, 1 for an error answer (its body is collected), or a dlpx
  * error. */
@@ -174,7 +182,7 @@ static int check_response(dlpx__conn *k, dlpx__req *r) {
       return dlpx__fail(DLPX_EIO, "%s: the object is now %llu bytes, it was %llu when opened "
                         "(it changed while it was read)", u, (unsigned long long)r->total,
                         (unsigned long long)k->size);
-    return 0;
+    return check_etag(k, r);
   }
   /* 200: the whole object, from byte 0 (the server ignores Range). */
   if (r->ranged) k->no_range = true;
@@ -183,7 +191,7 @@ static int check_response(dlpx__conn *k, dlpx__req *r) {
                       "(it changed while it was read)", u, (unsigned long long)r->total,
                       (unsigned long long)k->size);
   r->skip = r->cursor;
-  return 0;
+  return check_etag(k, r);
 }
 
 static size_t on_write(char *p, size_t sz, size_t nm, void *ud) {
@@ -440,6 +448,11 @@ static int judge(dlpx__conn *k, slot *s, dlpx__req *r, CURLcode cc, int *retry_c
   if (cc == CURLE_OK || (cc == CURLE_WRITE_ERROR && r->stop_ok)) {
     if (r->status == 0) k->c->easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &r->status);
     long st = r->status;
+    if (st == 416 && r->probe) { /* an empty object: nothing in range */
+      r->total = 0;
+      r->done = true;
+      return 0;
+    }
     if (st >= 200 && st <= 299) {
       if (r->nsinks && r->cursor < r->end && !r->probe) { /* cut short: resume */
         *retry_code = dlpx__fail(DLPX_EIO, "%s: the answer to %s ended early, at byte %llu of "
@@ -540,6 +553,7 @@ int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
     }
     if (rc) break;
     int running = 0;
+    bool freed = false;
     CURLMcode mc = c->multi_perform(k->multi, &running);
     if (mc != CURLM_OK) {
       rc = dlpx__fail(DLPX_EIO, "%s: %s", k->t->label, c->multi_strerror(mc));
@@ -555,6 +569,7 @@ int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
       c->multi_remove_handle(k->multi, msg->easy_handle);
       dlpx__req *r = s->req;
       s->req = NULL;
+      freed = true;
       size_t idx = (size_t)(r - reqs);
       int retry_code = 0;
       int v = judge(k, s, r, cc, &retry_code);
@@ -586,6 +601,9 @@ int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
       break;
     }
     if (finished == n) break;
+    /* a slot came free and work waits: start it now, not after a poll
+     * (which, with nothing running, would sleep its whole timeout) */
+    if (freed && next < n) continue;
     int ms = 100;
     if (!running && wake >= 0) {
       int64_t d = (wake - now_ns()) / 1000000;
