@@ -202,32 +202,71 @@ def typed_views(data: Any, entries: list[tuple[str, int, tuple[int, ...], int, i
     packed as code | bits << 8 | lanes << 16).  None
     when some entry cannot be cut so (a dtype the framework lacks, a
     misaligned offset): the caller then exchanges tensor by tensor."""
-    specs = []
+    plan = typed_plan(entries, framework)
+    return None if plan is None else typed_cut(data, plan)
+
+
+def typed_plan(entries: list[tuple[str, int, tuple[int, ...], int, int]],
+               framework: str) -> Optional[tuple[Any, ...]]:
+    """What :func:`typed_cut` needs to cut |entries| (as :func:`typed_views`
+    takes them) out of a data section, worked out once: it depends on the
+    header alone, so a caller may keep it for the next data section of the
+    same header.  None when some entry cannot be cut so."""
+    names: list[str] = []
+    shapes: list[tuple[int, ...]] = []
+    offsets: list[int] = []
+    kinds: list[Any] = []
+    strides: dict[tuple[int, ...], tuple[int, ...]] = {}
+    st_of: list[tuple[int, ...]] = []
+    packed = _PACKED_DTYPES
+    numpy = framework == "numpy"
     for name, st, shape, begin, end in entries:
-        got = _packed_dtype(st, framework)
+        key = (st, framework)
+        got = packed[key] if key in packed else _packed_dtype(st, framework)
         if got is None or begin % got[1]:
             return None
-        specs.append((name, got[0], got[1], shape, begin, end))
-    out: dict[str, Any] = {}
-    if framework == "torch":
+        names.append(name)
+        shapes.append(shape)
+        if numpy:
+            offsets.append(begin)
+            kinds.append(got[0])
+        else:
+            offsets.append(begin // got[1])
+            kinds.append(got)
+            s = strides.get(shape)
+            if s is None:
+                s = strides[shape] = _c_strides(shape)
+            st_of.append(s)
+    if numpy:
+        return ("numpy", names, shapes, kinds, offsets)
+    groups = list(dict.fromkeys(kinds))
+    index = {g: i for i, g in enumerate(groups)}
+    which = None if len(groups) == 1 else [index[k] for k in kinds]
+    return ("torch", names, shapes, st_of, offsets, groups, which)
+
+
+def typed_cut(data: Any, plan: tuple[Any, ...]) -> dict[str, Any]:
+    """The tensors of a :func:`typed_plan` cut out of |data| (the data
+    section, a 1-D uint8 dlpx.Tensor): one from_dlpack for the section, a
+    typed view of it per dtype, and one view per tensor, made in a few
+    Python-level calls."""
+    from itertools import repeat
+    if plan[0] == "torch":
         import torch
+        _, names, shapes, strides, offsets, groups, which = plan
+        if not names:
+            return {}
         base = torch.from_dlpack(data)  # type: ignore[attr-defined]
         n = base.shape[0]
-        typed: dict[Any, Any] = {}
-        strided = torch.as_strided
-        for name, tdt, size, shape, begin, end in specs:
-            tb = typed.get(tdt)
-            if tb is None:
-                tb = typed[tdt] = base[:n - n % size].view(tdt)
-            out[name] = strided(tb, shape, _c_strides(shape), begin // size)
-        return out
+        typed = [base[:n - n % size].view(tdt) for tdt, size in groups]
+        bases: Any = repeat(typed[0], len(names)) if which is None else \
+            map(typed.__getitem__, which)
+        return dict(zip(names, map(torch.as_strided, bases, shapes, strides, offsets)))
     import numpy as np
+    _, names, shapes, dtypes, offsets = plan
     nbase: Any = np.from_dlpack(data) if not _quirks.numpy_needs_array_interface() else \
         _quirks.numpy_array(data, np.dtype("uint8"))
-    nd = np.ndarray
-    for name, ndt, size, shape, begin, end in specs:
-        out[name] = nd(shape, ndt, nbase, begin)
-    return out
+    return dict(zip(names, map(np.ndarray, shapes, dtypes, repeat(nbase), offsets)))
 
 
 def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -30,7 +30,13 @@ from typing import Any, Callable, Mapping, Optional
 from . import _convert
 from ._errors import check
 from ._files import METADATA_PREFIX, handle as _handle, wrap
-from ._lib import ffi, lib
+from ._lib import ffi, lib, types
+
+# The pointer types an attach allocates, taken from the functions that take
+# them (parsing a type string costs a millisecond each, on first use).
+_SEGMENT_P = ffi.typeof(lib.dlpx_segment_fetch).args[4]       # dlpx_segment **
+_TENSOR_P = ffi.typeof(lib.dlpx_segment_bytes).args[2]        # dlpx_tensor **
+_CSTR_P = ffi.typeof(lib.dlpx_st_header_metadata).args[2]     # const char **
 
 __all__ = ["Handle", "share", "attach", "unlink", "list_named", "SEGMENT_DIR",
            "SEGMENT_PREFIX", "node_id"]
@@ -306,7 +312,7 @@ def create_segment(tensors: Mapping[str, Any], name: Optional[str],
     flags = ((lib.DLPX_SAVE_CHECKSUMS if checksum else 0)
              | (lib.DLPX_SAVE_ALIASES_ONCE if tied == "once" else 0)
              | (lib.DLPX_SAVE_METADATA if metadata is not None else 0))
-    out = ffi.new("dlpx_segment **")
+    out = ffi.new(_SEGMENT_P)
     rc = lib.dlpx_segment_create(_encode(name) if name is not None else ffi.NULL, len(names),
                                  ffi.new("char *[]", c_names),
                                  ffi.new("dlpx_tensor *[]", [_handle(v) for v in views]),
@@ -363,8 +369,8 @@ def build_segment(size: int, name: Optional[str] = None) -> tuple[Any, memoryvie
         raise ValueError(f"a segment image has at least 8 bytes, not {size!r}")
     if name is not None:
         _name_arg(name)
-    data = ffi.new("void **")
-    out = ffi.new("dlpx_segment **")
+    data = ffi.new(ffi.typeof(lib.dlpx_segment_build).args[2])  # void **
+    out = ffi.new(_SEGMENT_P)
     check(lib.dlpx_segment_build(_encode(name) if name is not None else ffi.NULL, size, data,
                                  out))
     seg = ffi.gc(out[0], lib.dlpx_segment_close)
@@ -417,7 +423,7 @@ def open_segment(h: Handle, timeout: float = 5.0) -> Any:
             fd = os.dup(lib.dlpx_segment_fd(own))
     if own is not None:
         try:
-            out = ffi.new("dlpx_segment **")
+            out = ffi.new(_SEGMENT_P)
             check(lib.dlpx_segment_attach_fd(fd, 0, out))
         finally:
             os.close(fd)
@@ -433,7 +439,7 @@ def open_segment(h: Handle, timeout: float = 5.0) -> Any:
             raise OSError(f"the segment {h.id} is on another machine (boot id {h.node}; this "
                           f"is {_BOOT_ID}): a handle maps memory on its own machine only; "
                           "share it through dlpx.ray or dlpx.mpi to reach other machines")
-        out = ffi.new("dlpx_segment **")
+        out = ffi.new(_SEGMENT_P)
         if h.kind == "named":
             check(lib.dlpx_segment_open(_encode(h.where), 0, out))
             seg = ffi.gc(out[0], lib.dlpx_segment_close)
@@ -456,18 +462,28 @@ def header_of(seg: Any) -> tuple[list[tuple[str, int, tuple[int, ...], int, int]
     validated segment, read from libdlpx's flat table of the header it
     validated in a few calls (a call per tensor would cost more than the
     rest of an attach)."""
+    entries, _, meta = _table(seg)
+    return entries, meta
+
+
+def _table(seg: Any) -> tuple[list[tuple[str, int, tuple[int, ...], int, int]], list[int],
+                              dict[str, str]]:
+    """:func:`header_of`, and the index in the header of each entry."""
     header = lib.dlpx_segment_header(seg)
     meta: dict[str, str] = {}
-    k = ffi.new("const char **")
-    v = ffi.new("const char **")
-    for i in range(lib.dlpx_st_header_metadata_count(header)):
-        check(lib.dlpx_st_header_metadata(header, i, k, v))
-        meta[ffi.string(k[0]).decode("utf-8")] = ffi.string(v[0]).decode("utf-8")
+    m = lib.dlpx_st_header_metadata_count(header)
+    if m:
+        k = ffi.new(_CSTR_P)
+        v = ffi.new(_CSTR_P)
+        for i in range(m):
+            check(lib.dlpx_st_header_metadata(header, i, k, v))
+            meta[ffi.string(k[0]).decode("utf-8")] = ffi.string(v[0]).decode("utf-8")
     tb = lib.dlpx_st_header_table(header)
     n = int(tb.count)
     if not n:
-        return [], meta
-    names = ffi.buffer(tb.names, tb.names_len)[:].split(b"\0")
+        return [], [], meta
+    # one decode for every name: a NUL is never part of another UTF-8 character
+    names = ffi.buffer(tb.names, tb.names_len)[:].decode("utf-8").split("\0")
     ndims = ffi.unpack(tb.ndims, n)
     flat = ffi.unpack(tb.shapes, sum(ndims))
     dtypes = ffi.unpack(tb.dtypes, n)
@@ -475,14 +491,16 @@ def header_of(seg: Any) -> tuple[list[tuple[str, int, tuple[int, ...], int, int]
     ends = ffi.unpack(tb.ends, n)
     pads = set(_pads(meta))
     entries = []
+    index = []
     at = 0
     for i in range(n):
         d = ndims[i]
-        name = names[i].decode("utf-8")
+        name = names[i]
         if name not in pads:
             entries.append((name, dtypes[i], tuple(flat[at:at + d]), begins[i], ends[i]))
+            index.append(i)
         at += d
-    return entries, meta
+    return entries, index, meta
 
 
 def _pads(meta: dict[str, str]) -> list[str]:
@@ -509,32 +527,76 @@ def _aliases(meta: dict[str, str], names: set[str]) -> dict[str, str]:
     return got
 
 
+#: What attaching a segment's tensors takes that depends on its header
+#: alone, kept for the next attach of the same segment in this process (a
+#: worker that loads the same model again): (framework, segment id, size) ->
+#: (the header's bytes as libdlpx validated them, the plan), used only when
+#: the new attach's header is byte for byte the same.
+_PLANS: dict[tuple[str, bytes, int], tuple[bytes, Any]] = {}
+_PLANS_MAX = 32
+
+
+def _plan(seg: Any, framework: str) -> tuple[Any, ...]:
+    """How to make |seg|'s tensors as |framework| tensors: ("typed", flags,
+    typed_plan, aliases) or ("each", flags, entries in the header, (index,
+    name) of each tensor that is not padding, aliases)."""
+    entries, index, meta = _table(seg)
+    aliases = tuple(_aliases(meta, {e[0] for e in entries}).items())
+    flags = lib.DLPX_READ_COPY_ON_WRITE if _convert.writable_views(framework) else 0
+    if _convert.typed_views_for(framework) and entries:
+        typed = _convert.typed_plan(entries, framework)
+        if typed is not None:
+            return ("typed", flags, typed, aliases)
+    n = int(lib.dlpx_st_header_count(lib.dlpx_segment_header(seg)))
+    return ("each", flags, n, tuple(zip(index, (e[0] for e in entries))), aliases)
+
+
+def _header_bytes(seg: Any) -> Optional[bytes]:
+    n = ffi.new(types.size_t_p)
+    p = lib.dlpx_segment_header_json(seg, n)
+    return None if p == ffi.NULL else ffi.buffer(p, n[0])[:]
+
+
 def tensors_of(seg: Any, framework: str) -> dict[str, Any]:
     """Every tensor of |seg| as |framework| tensors, zero copy, aliases
     restored (one tensor under each of its names)."""
-    entries, meta = header_of(seg)
-    flags = lib.DLPX_READ_COPY_ON_WRITE if _convert.writable_views(framework) else 0
-    out: Optional[dict[str, Any]] = None
-    if _convert.typed_views_for(framework) and entries:
-        b = ffi.new("dlpx_tensor **")
+    sid = lib.dlpx_segment_id(seg)
+    key = (framework, ffi.string(sid) if sid != ffi.NULL else b"",
+           int(lib.dlpx_segment_size(seg)))
+    hb = _header_bytes(seg)
+    got = _PLANS.get(key)
+    if got is not None and hb is not None and got[0] == hb:
+        plan = got[1]
+    else:
+        plan = _plan(seg, framework)
+        if hb is not None:
+            while len(_PLANS) >= _PLANS_MAX:
+                try:
+                    del _PLANS[next(iter(_PLANS))]
+                except (KeyError, RuntimeError, StopIteration):  # another thread's
+                    break
+            _PLANS[key] = (hb, plan)
+    flags = plan[1]
+    out: dict[str, Any]
+    if plan[0] == "typed":
+        b = ffi.new(_TENSOR_P)
         check(lib.dlpx_segment_bytes(seg, flags, b))
-        out = _convert.typed_views(wrap(b[0]), entries, framework)
-    if out is None:
+        out = _convert.typed_cut(wrap(b[0]), plan[2])
+    else:
         out = {}
-        header = lib.dlpx_segment_header(seg)
-        n = int(lib.dlpx_st_header_count(header))
+        n = plan[2]
         if n:
-            arr = ffi.new("dlpx_tensor *[]", n)
+            buf = ffi.new(types.char_array, n * ffi.sizeof(_TENSOR_P.item))  # n pointers
+            arr = ffi.cast(_TENSOR_P, buf)
             check(lib.dlpx_segment_tensors(seg, flags, arr))
             ts = [wrap(arr[i]) for i in range(n)]
-            tb = lib.dlpx_st_header_table(header)
-            names = ffi.buffer(tb.names, tb.names_len)[:].split(b"\0")
-            pads = set(_pads(meta))
-            for raw, t in zip(names, ts):
-                name = raw.decode("utf-8")
-                if name not in pads:
-                    out[name] = t if framework == "dlpx" else _convert.to_framework(t, framework)
-    for alias, name in _aliases(meta, set(out)).items():
+            if framework == "dlpx":
+                for i, name in plan[3]:
+                    out[name] = ts[i]
+            else:
+                for i, name in plan[3]:
+                    out[name] = _convert.to_framework(ts[i], framework)
+    for alias, name in plan[-1]:
         out[alias] = out[name]
     return out
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import io
 import pickle
+from itertools import repeat
 from typing import Any, Optional
 
 import torch
@@ -54,10 +55,18 @@ def _places(module: torch.nn.Module) -> tuple[list[_Place], dict[str, torch.Tens
     return places, tensors
 
 
-def _skeleton(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> bytes:
+# A place as ModuleHandle.load fills it: (index of the submodule in the
+# skeleton's list of submodules, attribute, is a parameter, key).
+_Slot = tuple[int, str, bool, str]
+
+
+def _skeleton(module: torch.nn.Module, places: list[_Place]) -> tuple[bytes, tuple[_Slot, ...]]:
     """|module| pickled with every parameter and buffer slot emptied (None):
     the structure without the weights, which costs nothing to unpickle;
-    :meth:`ModuleHandle.load` fills every slot before anyone sees it."""
+    :meth:`ModuleHandle.load` fills every slot before anyone sees it.  The
+    pickle holds (the module, its submodules that hold tensors), so that
+    load finds them without walking the module; the slots say where each
+    tensor goes in that list."""
     memo: dict[int, Any] = {}
     for path, mod in module.named_modules(remove_duplicate=False):
         for slots in (mod._parameters, mod._buffers):
@@ -65,14 +74,26 @@ def _skeleton(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> byte
                 if t is not None:
                     memo[id(t)] = None  # deepcopy takes a memo entry as the copy
     skel = copy.deepcopy(module, memo)
+    # by path as named_modules walks (get_submodule would take a submodule
+    # named like a method of Module, "half" or "float", for the method)
+    by_path = dict(skel.named_modules(remove_duplicate=False))
+    where: dict[str, int] = {}
+    mods: list[torch.nn.Module] = []
+    plan: list[_Slot] = []
+    for path, attr, is_param, key in places:
+        i = where.get(path)
+        if i is None:
+            i = where[path] = len(mods)
+            mods.append(by_path[path])
+        plan.append((i, attr, is_param, key))
     buf = io.BytesIO()
     try:
-        pickle.dump(skel, buf, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump((skel, mods), buf, protocol=pickle.HIGHEST_PROTOCOL)
     except (AttributeError, TypeError, pickle.PicklingError) as e:
         raise TypeError(f"the module's structure cannot be pickled ({e}): workers rebuild it "
                         "from a pickle, so its classes must be importable (defined at module "
                         "level, not inside a function)") from None
-    return buf.getvalue()
+    return buf.getvalue(), tuple(plan)
 
 
 class ModuleHandle:
@@ -82,18 +103,22 @@ class ModuleHandle:
     (the producer's; idempotent, also on leaving ``with``) stops giving the
     segment out, and loaded modules stay valid."""
 
-    __slots__ = ("tensors", "skeleton", "places")
+    __slots__ = ("tensors", "skeleton", "places", "slots", "_params")
 
-    def __init__(self, tensors: _share.Handle, skeleton: bytes, places: list[_Place]) -> None:
+    def __init__(self, tensors: _share.Handle, skeleton: bytes, places: list[_Place],
+                 slots: tuple[_Slot, ...]) -> None:
         self.tensors = tensors
         self.skeleton = skeleton
         self.places = places
+        self.slots = slots
+        self._params: Optional[tuple[str, ...]] = None
 
     def __getstate__(self) -> Any:
-        return (self.tensors, self.skeleton, self.places)
+        return (self.tensors, self.skeleton, self.places, self.slots)
 
     def __setstate__(self, state: Any) -> None:
-        self.tensors, self.skeleton, self.places = state
+        self.tensors, self.skeleton, self.places, self.slots = state
+        self._params = None
 
     def __repr__(self) -> str:
         return f"dlpx.torch.ModuleHandle({len(self.places)} tensors, {self.tensors!r})"
@@ -102,25 +127,23 @@ class ModuleHandle:
         """The module with its weights mapped from the segment, zero copy,
         ``requires_grad`` off, in the training/eval mode it was shared in."""
         weights = _share.attach(self.tensors, _convert.TORCH, timeout=timeout)
-        module: torch.nn.Module = pickle.loads(self.skeleton)
-        mods: dict[str, torch.nn.Module] = {"": module}
-        params: dict[str, torch.nn.Parameter] = {}
-        make = torch.Tensor._make_subclass  # what Parameter(t, False) does, without its checks
-        param = torch.nn.Parameter
-        for path, attr, is_param, key in self.places:
-            mod = mods.get(path)
-            if mod is None:
-                mod = mods[path] = module.get_submodule(path)
-            t = weights.get(key)
-            if t is None:
-                raise ValueError(f"the shared weights have no tensor {key!r}: a damaged handle")
-            if is_param:
-                p = params.get(key)
-                if p is None:
-                    p = params[key] = make(param, t, False)
-                mod._parameters[attr] = p
-            else:
-                mod._buffers[attr] = t
+        module, mods = pickle.loads(self.skeleton)
+        keys = self._params
+        if keys is None:  # the distinct parameters' keys, once per handle
+            keys = self._params = tuple(dict.fromkeys(
+                key for _, _, is_param, key in self.slots if is_param))
+        try:
+            # what Parameter(t, False) does, without its checks: one call each
+            params = dict(zip(keys, map(torch.Tensor._make_subclass, repeat(_PARAM),
+                                        map(weights.__getitem__, keys), repeat(False))))
+            for i, attr, is_param, key in self.slots:
+                if is_param:
+                    mods[i]._parameters[attr] = params[key]
+                else:
+                    mods[i]._buffers[attr] = weights[key]
+        except KeyError as e:
+            raise ValueError(f"the shared weights have no tensor {e.args[0]!r}: a damaged "
+                             "handle") from None
         return module
 
     def close(self) -> None:
@@ -131,6 +154,9 @@ class ModuleHandle:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+_PARAM = torch.nn.Parameter
 
 
 def share_module(module: torch.nn.Module, *, name: Optional[str] = None) -> ModuleHandle:
@@ -146,5 +172,5 @@ def share_module(module: torch.nn.Module, *, name: Optional[str] = None) -> Modu
                         f"{type(module).__name__} (its structure does not pickle): share the "
                         "eager module and torch.jit.script it in each worker after load()")
     places, tensors = _places(module)
-    skeleton = _skeleton(module, tensors)
-    return ModuleHandle(_share.share(tensors, name=name, tied="error"), skeleton, places)
+    skeleton, slots = _skeleton(module, places)
+    return ModuleHandle(_share.share(tensors, name=name, tied="error"), skeleton, places, slots)
