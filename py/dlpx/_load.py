@@ -458,7 +458,7 @@ def load_into(filename: Any, tensors: Any, *, strict: bool = True, verify: Any =
                 continue  # a tied tensor, the same memory as one filled already
             filled.append(v)
             ver = _verify_for(f, verify, True)
-            if v.is_contiguous() and e.nbytes:
+            if v.is_contiguous() and e.nbytes and v.nbytes == e.nbytes:
                 jobs[ver].append((f, e, v.data_ptr))
             elif e.nbytes:
                 strided.append((f, e, v, ver))
