@@ -19,7 +19,7 @@ import copy
 import io
 import pickle
 from itertools import repeat
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 
@@ -127,6 +127,7 @@ class ModuleHandle:
         """The module with its weights mapped from the segment, zero copy,
         ``requires_grad`` off, in the training/eval mode it was shared in."""
         weights = _share.attach(self.tensors, _convert.TORCH, timeout=timeout)
+        module: Any
         module, mods = pickle.loads(self.skeleton)
         keys = self._params
         if keys is None:  # the distinct parameters' keys, once per handle
@@ -144,7 +145,7 @@ class ModuleHandle:
         except KeyError as e:
             raise ValueError(f"the shared weights have no tensor {e.args[0]!r}: a damaged "
                              "handle") from None
-        return module
+        return cast("torch.nn.Module", module)
 
     def close(self) -> None:
         self.tensors.close()

@@ -10,6 +10,7 @@
 
 /* Types and constants only: libdlpx does not link libcurl. */
 #include <curl/curl.h>
+#include <pthread.h>
 
 #include <dlpx/remote.h>
 
@@ -172,8 +173,16 @@ int dlpx__xfer_run(dlpx__conn *c, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
 typedef struct dlpx__remote dlpx__remote;
 struct dlpx__remote {
   dlpx__target *target;
-  dlpx__conn *conn;
+  dlpx__conn *conn;     /* the open's; also the first of the pool */
   uint64_t size;
+  char etag[160];       /* seen at open */
+  /* Connections for reads: a call takes one (a new one when none is
+   * idle), so reads from several threads run in parallel, never on one
+   * connection at once. */
+  pthread_mutex_t lock;
+  dlpx__conn *idle[16];
+  int nidle;
+  bool no_range;        /* some connection saw the server ignore Range */
 };
 
 #endif /* DLPX_NET_NET_H */

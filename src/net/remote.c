@@ -27,15 +27,45 @@
 
 void dlpx__remote_free(dlpx__remote *r) {
   if (!r) return;
+  for (int i = 0; i < r->nidle; i++)
+    if (r->idle[i] != r->conn) dlpx__conn_free(r->idle[i]);
   dlpx__conn_free(r->conn);
   dlpx__target_free(r->target);
+  pthread_mutex_destroy(&r->lock);
   free(r);
+}
+
+/* A connection for one read (see struct dlpx__remote). */
+static int take_conn(dlpx__remote *r, dlpx__conn **out) {
+  pthread_mutex_lock(&r->lock);
+  dlpx__conn *c = r->nidle ? r->idle[--r->nidle] : NULL;
+  pthread_mutex_unlock(&r->lock);
+  if (!c) {
+    int rc = dlpx__conn_new(r->target, &c);
+    if (rc) return rc;
+    dlpx__conn_set_size(c, r->size);
+    dlpx__conn_set_etag(c, r->etag);
+  }
+  *out = c;
+  return 0;
+}
+
+static void give_conn(dlpx__remote *r, dlpx__conn *c) {
+  pthread_mutex_lock(&r->lock);
+  if (dlpx__conn_no_range(c)) r->no_range = true;
+  if (r->nidle < (int)DLPX__COUNT(r->idle)) {
+    r->idle[r->nidle++] = c;
+    c = NULL;
+  }
+  pthread_mutex_unlock(&r->lock);
+  if (c && c != r->conn) dlpx__conn_free(c);
 }
 
 static int remote_new(const char *url, const dlpx_remote_options *opts, dlpx__remote **out) {
   *out = NULL;
   dlpx__remote *r = calloc(1, sizeof *r);
   if (!r) return dlpx__fail(DLPX_ENOMEM, "no memory");
+  pthread_mutex_init(&r->lock, NULL);
   int rc = dlpx__target_new(url, opts, &r->target);
   if (!rc) rc = dlpx__conn_new(r->target, &r->conn);
   if (rc) {
@@ -76,6 +106,7 @@ int dlpx_file_open_url(const char *url, const dlpx_remote_options *opts, uint32_
   uint64_t got = req.cursor, size = req.total;
   if (size == 0) size = got; /* no size given: what came is all there is */
   rem->size = size;
+  snprintf(rem->etag, sizeof rem->etag, "%s", req.etag);
   dlpx__conn_set_size(rem->conn, size);
   dlpx__conn_set_etag(rem->conn, req.etag);
   if (size < 8) {
@@ -135,6 +166,8 @@ int dlpx_file_open_url(const char *url, const dlpx_remote_options *opts, uint32_
   }
   f->data_offset = 8 + n;
   f->remote = rem;
+  rem->no_range = dlpx__conn_no_range(rem->conn);
+  rem->idle[rem->nidle++] = rem->conn; /* the first of the pool */
   free(probe);
   free(json);
   *out = f;
@@ -198,7 +231,12 @@ int dlpx__remote_read_ranges(dlpx_file *f, size_t n, const dlpx__tensor_range *r
   if (rc) goto done;
   qsort(sinks, k, sizeof *sinks, by_off);
   size_t nr = 0;
-  if (dlpx__conn_no_range(rem->conn)) { /* one pass over the whole body */
+  dlpx__conn *conn = NULL;
+  if ((rc = take_conn(rem, &conn))) goto done;
+  pthread_mutex_lock(&rem->lock);
+  bool no_range = rem->no_range || dlpx__conn_no_range(conn);
+  pthread_mutex_unlock(&rem->lock);
+  if (no_range) { /* one pass over the whole body */
     if (k) {
       uint64_t end = 0;
       for (size_t i = 0; i < k; i++)
@@ -221,7 +259,8 @@ int dlpx__remote_read_ranges(dlpx_file *f, size_t n, const dlpx__tensor_range *r
       i = j;
     }
   }
-  rc = dlpx__xfer_run(rem->conn, reqs, nr, NULL, NULL, 0);
+  rc = dlpx__xfer_run(conn, reqs, nr, NULL, NULL, 0);
+  give_conn(rem, conn);
   if (rc == DLPX_ECHECKSUM) {
     char msg[DLPX__MSG_MAX];
     snprintf(msg, sizeof msg, "%s", dlpx_last_error());

@@ -463,3 +463,36 @@ def test_cli_ls_verify_cp_on_http(nginx, tmp_path):
     r = cli("cp", url, dst)
     assert r.returncode == 0, r.stderr
     assert dst.read_bytes() == p.read_bytes()
+
+
+def test_reads_from_many_threads_at_once(no_fd_leaks, nginx, tmp_path, no_leaks):
+    """A safe_open of a URL is used from several threads at once: each read
+    takes a connection of its own (never one connection from two threads),
+    every tensor is right, and the connections go with the file."""
+    import threading
+    rng = np.random.default_rng(7)
+    want = {f"t{i}": rng.standard_normal((50 + i, 300)).astype(np.float32) for i in range(24)}
+    p = tmp_path / "threads.safetensors"
+    dlpx.save_file(want, str(p))
+    nginx.put("threads.safetensors", p.read_bytes())
+    errors, got = [], {}
+    with dlpx.safe_open(nginx.url("threads.safetensors"), framework="numpy",
+                        storage_options=opts(part_size=8 * KiB, concurrency=3)) as f:
+        def worker(names):
+            try:
+                for _ in range(3):
+                    for n in names:
+                        got[n] = f.get_tensor(n)
+                        assert np.array_equal(f.get_slice(n)[5:9, 10:20], want[n][5:9, 10:20])
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+        names = sorted(want)
+        ts = [threading.Thread(target=worker, args=(names[i::6],)) for i in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    assert not errors, errors[0]
+    for n, a in want.items():
+        assert np.array_equal(got[n], a)
+    del got
