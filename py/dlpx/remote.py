@@ -3,7 +3,7 @@ URLs (``dlpx.load_file``, ``dlpx.safe_open``, ``dlpx.load_into``,
 ``dlpx.save_file``):
 
     import dlpx
-    sd = dlpx.load_file("s3://bucket/model.safetensors", framework="torch",
+    sd = dlpx.load_file("s3://bucket/model.safetensors", framework="numpy",
                         storage_options={"concurrency": 16})
     dlpx.remote.copy("model.safetensors", "s3://bucket/model.safetensors")
     for key, size in dlpx.remote.list("s3://bucket/checkpoints/"):
