@@ -317,6 +317,18 @@ int dlpx_remote_delete(const char *url, const dlpx_remote_options *opts) {
 
 /* ---- get: to a local file ----------------------------------------------------- */
 
+/* Progress over several runs of the engine: each run counts from 0. */
+typedef struct {
+  dlpx_progress_fn fn;
+  void *ctx;
+  uint64_t base;
+} progress_chain;
+
+static int chained(void *ctx, uint64_t done, uint64_t total) {
+  progress_chain *p = ctx;
+  return p->fn ? p->fn(p->ctx, p->base + done, total) : 0;
+}
+
 int dlpx_remote_get(const char *url, const dlpx_remote_options *opts, const char *path,
                     dlpx_progress_fn progress, void *ctx) {
   if (!url || !path) return dlpx__fail(DLPX_EINVAL, "dlpx_remote_get: NULL argument");
@@ -374,14 +386,25 @@ int dlpx_remote_get(const char *url, const dlpx_remote_options *opts, const char
       reqs[i] = (dlpx__req){.method = "GET", .off = b, .end = e2, .sinks = &sinks[i], .nsinks = 1,
                             .ranged = true, .up_fd = -1};
     }
-    if (dlpx__conn_no_range(rem->conn)) {
-      reqs[0].end = size;
-      reqs[0].sinks = sinks;
-      reqs[0].nsinks = np;
-      np = 1;
+    /* The first part alone first: a server that ignores Range shows it
+     * there, and the rest then comes as one streamed body instead of
+     * every part downloading the object from its start. */
+    progress_chain pc = {.fn = progress, .ctx = ctx, .base = 0};
+    rc = dlpx__xfer_run(rem->conn, reqs, 1, progress ? chained : NULL, &pc, size);
+    free(reqs[0].resp);
+    reqs[0].resp = NULL;
+    pc.base = sinks[0].len;
+    if (!rc && np > 1) {
+      size_t first = 1, nreq = np - 1;
+      if (dlpx__conn_no_range(rem->conn)) {
+        reqs[1].end = size;
+        reqs[1].sinks = &sinks[1];
+        reqs[1].nsinks = np - 1;
+        nreq = 1;
+      }
+      rc = dlpx__xfer_run(rem->conn, reqs + first, nreq, progress ? chained : NULL, &pc, size);
+      for (size_t i = first; i < first + nreq; i++) free(reqs[i].resp);
     }
-    rc = dlpx__xfer_run(rem->conn, reqs, np, progress, ctx, size);
-    for (size_t i = 0; reqs && i < np; i++) free(reqs[i].resp);
     if (rc) goto done;
     if (munmap(map, (size_t)size)) rc = dlpx__fail(DLPX_EIO, "munmap: %s", strerror(errno));
     map = MAP_FAILED;
