@@ -397,11 +397,10 @@ def _scratch() -> str:
     path = os.path.join(d, "object")
 
     def clean() -> None:
-        for p in (path,):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
         try:
             os.rmdir(d)
         except OSError:

@@ -66,10 +66,10 @@ class Options:
     strings it points to alive as long as it lives."""
 
     def __init__(self, url: str, storage_options: Optional[dict[str, Any]] = None) -> None:
-        so = dict(storage_options or {})
         if not isinstance(storage_options, (dict, type(None))):
             raise TypeError(f"storage_options must be a dict, not "
                             f"{type(storage_options).__name__}")
+        so = dict(storage_options or {})
         unknown = sorted(set(so) - set(KEYS))
         if unknown:
             raise TypeError(f"unknown storage_options {', '.join(map(repr, unknown))} "

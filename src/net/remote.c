@@ -615,8 +615,7 @@ int dlpx_remote_put(const char *path, const char *url, const dlpx_remote_options
   dlpx__remote *rem;
   rc = remote_new(url, opts, &rem);
   if (!rc) rc = put_fd(rem, fd, (uint64_t)st.st_size, progress, ctx);
-  if (!rc) dlpx__remote_free(rem);
-  else if (rem) dlpx__remote_free(rem);
+  dlpx__remote_free(rem); /* NULL when remote_new failed */
   close(fd);
   return rc;
 }

@@ -529,7 +529,7 @@ int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
     reqs[i].attempts = 0;
     reqs[i].done = false;
   }
-  size_t finished = 0, next = 0;
+  size_t finished = 0, next = 0, waiting = 0; /* waiting: requests to retry */
   int rc = 0;
   uint64_t moved0 = k->moved;
   while (finished < n && !rc) {
@@ -538,7 +538,9 @@ int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
     for (uint32_t si = 0; si < k->nslots && !rc; si++) {
       if (k->slots[si].req) continue;
       dlpx__req *pick = NULL;
-      for (size_t i = 0; i < n && !pick; i++)
+      /* retries first; the scan only while there are any (a slice may
+       * be thousands of requests) */
+      for (size_t i = 0; waiting && i < n && !pick; i++)
         if (state[i] == WAITING) {
           if (reqs[i].retry_at <= t) pick = &reqs[i];
           else if (wake < 0 || reqs[i].retry_at < wake) wake = reqs[i].retry_at;
@@ -548,6 +550,7 @@ int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
         next++;
       }
       if (!pick) break;
+      if (state[pick - reqs] == WAITING) waiting--;
       state[pick - reqs] = ACTIVE;
       if ((rc = setup(k, &k->slots[si], pick))) {
         k->slots[si].req = NULL;
@@ -593,6 +596,7 @@ int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
           if (strcmp(r->method, "PUT") == 0) k->moved -= r->up_sent;
           r->up_sent = 0;
           state[idx] = WAITING;
+          waiting++;
         }
       } else {
         rc = v;
