@@ -18,15 +18,7 @@
 
 #include "internal.h"
 
-typedef struct {
-  int32_t ndim;
-  int64_t n[DLPX_MAX_NDIM];  /* extents, outermost first */
-  int64_t ds[DLPX_MAX_NDIM]; /* destination byte strides */
-  int64_t ss[DLPX_MAX_NDIM]; /* source byte strides */
-  char *dst;
-  const char *src;
-  int64_t esize;             /* element size in bytes */
-} copy_plan;
+typedef dlpx__copy_plan copy_plan;
 
 static int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
 
@@ -48,7 +40,7 @@ static void sort_dims(copy_plan *p) {
   }
 }
 
-static void build_plan(copy_plan *p, const dlpx_tensor *dst, const dlpx_tensor *src) {
+void dlpx__copy_plan_build(copy_plan *p, const dlpx_tensor *dst, const dlpx_tensor *src) {
   const int64_t es = dlpx__elem_bits(dst->dl.dtype, dst->flags) / 8;
   p->esize = es;
   p->dst = dlpx_tensor_data(dst);
@@ -468,7 +460,7 @@ static void copy_subbyte(const dlpx_tensor *dst, const dlpx_tensor *src) {
 /* A sufficient test that no two elements of the view share memory: with the
  * extents sorted by |stride|, each stride exceeds the span of all smaller
  * ones.  Views that fail it are treated as self-overlapping. */
-static bool no_self_overlap(const dlpx_tensor *t) {
+bool dlpx__no_self_overlap(const dlpx_tensor *t) {
   int64_t s[DLPX_MAX_NDIM], n[DLPX_MAX_NDIM];
   int32_t m = 0;
   for (int32_t i = 0; i < t->dl.ndim; i++) {
@@ -539,11 +531,11 @@ void dlpx__copy_raw(const dlpx_tensor *dst, const dlpx_tensor *src) {
     return;
   }
   copy_plan p;
-  build_plan(&p, dst, src);
+  dlpx__copy_plan_build(&p, dst, src);
   copy_bytes(&p);
 }
 
-int dlpx_tensor_copy_into(const dlpx_tensor *dst, const dlpx_tensor *src) {
+int dlpx__copy_check(const dlpx_tensor *dst, const dlpx_tensor *src) {
   if (!dst || !src) return dlpx__fail(DLPX_EINVAL, "dst or src is NULL");
   if (dst->dl.ndim != src->dl.ndim)
     return dlpx__fail(DLPX_ESHAPE, "copy between %d-d and %d-d tensors", (int)dst->dl.ndim,
@@ -554,21 +546,28 @@ int dlpx_tensor_copy_into(const dlpx_tensor *dst, const dlpx_tensor *src) {
                         (long long)dst->dl.shape[i], (long long)src->dl.shape[i]);
   if (!dlpx__dtype_eq(dst->dl.dtype, src->dl.dtype))
     return dlpx__fail(DLPX_EDTYPE, "copy between different dtypes");
+  if (dst->flags & DLPX_TENSOR_READONLY)
+    return dlpx__fail(DLPX_EREADONLY, "destination tensor is read-only");
+  if (!dlpx__no_self_overlap(dst))
+    return dlpx__fail(DLPX_ELAYOUT,
+                      "destination has zero or overlapping strides: elements would be written "
+                      "more than once");
+  return 0;
+}
+
+int dlpx_tensor_copy_into(const dlpx_tensor *dst, const dlpx_tensor *src) {
+  if (!dst || !src) return dlpx__fail(DLPX_EINVAL, "dst or src is NULL");
   if (!dlpx__device_host((int32_t)dst->dl.device.device_type) ||
       !dlpx__device_host((int32_t)src->dl.device.device_type))
     return dlpx__fail(DLPX_EDEVICE, "copy needs host memory (device types %d -> %d)",
                       (int)src->dl.device.device_type, (int)dst->dl.device.device_type);
-  if (dst->flags & DLPX_TENSOR_READONLY)
-    return dlpx__fail(DLPX_EREADONLY, "destination tensor is read-only");
-  if (!no_self_overlap(dst))
-    return dlpx__fail(DLPX_ELAYOUT,
-                      "destination has zero or overlapping strides: elements would be written "
-                      "more than once");
+  int rc = dlpx__copy_check(dst, src);
+  if (rc) return rc;
   if (dlpx_tensor_numel(dst) == 0) return 0;
   if (ranges_overlap(dst, src)) {
     if (same_view(dst, src)) return 0;
     dlpx_tensor *tmp;
-    int rc = dlpx_tensor_copy(src, 'C', &tmp);
+    rc = dlpx_tensor_copy(src, 'C', &tmp);
     if (rc) return rc;
     dlpx__copy_raw(dst, tmp);
     dlpx_tensor_free(tmp);

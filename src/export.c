@@ -70,14 +70,17 @@ static void fill_dltensor(DLTensor *dl, const dlpx_tensor *t, int64_t *dims) {
 
 /* Makes the private copy for DLPX_EXPORT_COPY. */
 static int export_copy(const dlpx_tensor *t, dlpx_tensor **out) {
-  if (!dlpx__device_host((int32_t)t->dl.device.device_type))
-    return dlpx__fail(DLPX_EDEVICE, "copy on export is only supported for host tensors");
+  int32_t type = (int32_t)t->dl.device.device_type;
+  if (type == kDLCUDA || type == kDLCUDAManaged) /* on the device, queued after its writer */
+    return dlpx_cuda_tensor_to(t, t->dl.device, dlpx_cuda_storage_stream(t->storage), 0, out);
+  if (!dlpx__device_host(type))
+    return dlpx__fail(DLPX_EDEVICE, "copy on export is only supported for host and CUDA tensors");
   return dlpx_tensor_copy(t, 'C', out);
 }
 
 int dlpx_tensor_export(const dlpx_tensor *t, uint32_t flags, DLManagedTensorVersioned **out) {
   if (DLPX__UNLIKELY(!t || !out)) return dlpx__fail(DLPX_EINVAL, "tensor or out is NULL");
-  if (DLPX__UNLIKELY(flags & ~DLPX_EXPORT_COPY))
+  if (DLPX__UNLIKELY(flags & ~(DLPX_EXPORT_COPY | DLPX_EXPORT_COPIED)))
     return dlpx__fail(DLPX_EINVAL, "unknown export flags 0x%x", (unsigned)flags);
   dlpx_tensor *copy = NULL;
   if (flags & DLPX_EXPORT_COPY) {
@@ -98,7 +101,7 @@ int dlpx_tensor_export(const dlpx_tensor *t, uint32_t flags, DLManagedTensorVers
   uint64_t mflags = 0;
   if (t->flags & DLPX_TENSOR_READONLY) mflags |= DLPACK_FLAG_BITMASK_READ_ONLY;
   if (t->flags & DLPX_TENSOR_SUBBYTE_PADDED) mflags |= DLPACK_FLAG_BITMASK_IS_SUBBYTE_TYPE_PADDED;
-  if (copy) mflags |= DLPACK_FLAG_BITMASK_IS_COPIED;
+  if (copy || (flags & DLPX_EXPORT_COPIED)) mflags |= DLPACK_FLAG_BITMASK_IS_COPIED;
   b->mt.flags = mflags;
   fill_dltensor(&b->mt.dl_tensor, t, b->dims);
   b->storage = t->storage;

@@ -17,6 +17,7 @@
 #ifdef DLPX__OLD_GLIBC
 __asm__(".symver pthread_create,pthread_create@" DLPX__OLD_GLIBC);
 __asm__(".symver pthread_once,pthread_once@" DLPX__OLD_GLIBC);
+__asm__(".symver pthread_join,pthread_join@" DLPX__OLD_GLIBC);
 __asm__(".symver dlopen,dlopen@" DLPX__OLD_GLIBC);
 __asm__(".symver dlsym,dlsym@" DLPX__OLD_GLIBC);
 __asm__(".symver dlerror,dlerror@" DLPX__OLD_GLIBC);

@@ -118,6 +118,9 @@ struct dlpx_storage {
   DLDevice device;
   void *data; /* base address (or handle) */
   size_t nbytes;
+  /* CUDA memory: the stream its contents are ordered on (written by dlpx
+   * or handed over by a producer), which exports order consumers after */
+  _Atomic uintptr_t stream;
   max_align_t payload[]; /* the kind's state */
 };
 
@@ -212,6 +215,29 @@ int dlpx__tensor_new_owned(DLDataType dtype, int32_t ndim, const int64_t *shape,
                            uint32_t flags, bool zero, dlpx_tensor **out);
 
 /* ---- copy (copy.c) --------------------------------------------------------- */
+
+/* A copy in byte strides: dimensions of extent 1 dropped, destination
+ * strides made positive (both bases moved), sorted by destination stride
+ * (outermost first) and merged where both layouts are contiguous. */
+typedef struct {
+  int32_t ndim;
+  int64_t n[DLPX_MAX_NDIM];  /* extents, outermost first */
+  int64_t ds[DLPX_MAX_NDIM]; /* destination byte strides */
+  int64_t ss[DLPX_MAX_NDIM]; /* source byte strides */
+  char *dst;
+  const char *src;
+  int64_t esize; /* element size in bytes */
+} dlpx__copy_plan;
+
+/* Plans a copy of whole-byte elements between checked views. */
+void dlpx__copy_plan_build(dlpx__copy_plan *p, const dlpx_tensor *dst, const dlpx_tensor *src);
+
+/* False when two elements of the view may share memory. */
+bool dlpx__no_self_overlap(const dlpx_tensor *t);
+
+/* The checks of every copy but the devices': non-NULL, equal shapes and
+ * dtypes, dst writable and without self-overlap.  Returns 0 or the error. */
+int dlpx__copy_check(const dlpx_tensor *dst, const dlpx_tensor *src);
 
 /* Copies between views already checked: equal shapes and dtypes, |dst| with
  * no self-overlap and not overlapping |src|. */

@@ -19,6 +19,7 @@ dlpx_storage *dlpx__storage_new(const dlpx__storage_ops *ops, size_t payload_siz
   s->device = device;
   s->data = data;
   s->nbytes = nbytes;
+  atomic_init(&s->stream, 0);
   dlpx__count(&dlpx__stats.storages_live, 1);
   return s;
 }

@@ -13,6 +13,8 @@
  *                    /dev/shm), zero copy
  *   dlpx/remote.h    tensor files and objects over HTTP(S) and S3 (libcurl,
  *                    opened at run time)
+ *   dlpx/cuda.h      CUDA memory, pools, streams and copies (the Driver
+ *                    API, opened at run time)
  *   dlpx/python.h    the Python bridge (used by the dlpx Python package)
  *   dlpx/stats.h     live-object counters for tests (not a stable API)
  *   dlpx/dlpack.h    the DLPack 1.3 ABI
@@ -26,6 +28,7 @@
 #include <dlpx/files.h>
 #include <dlpx/shm.h>
 #include <dlpx/remote.h>
+#include <dlpx/cuda.h>
 #include <dlpx/python.h>
 #include <dlpx/stats.h>
 

@@ -43,7 +43,8 @@ DLPX_BEGIN_DECLS
     FileNotFoundError, FileNotFoundError)                                                      \
   X(EACCES, -1020, "permission denied (wrong or missing credentials)", PermissionError,         \
     PermissionError)                                                                           \
-  X(ETIMEDOUT, -1021, "timed out", TimeoutError, TimeoutError)
+  X(ETIMEDOUT, -1021, "timed out", TimeoutError, TimeoutError)                                \
+  X(ECUDA, -1022, "CUDA driver call failed", RuntimeError, BufferError)
 
 #define DLPX__ERROR_ENUM(name, value, message, exception, dlpack_exception) DLPX_##name = value,
 

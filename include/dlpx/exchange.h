@@ -12,7 +12,9 @@
 DLPX_BEGIN_DECLS
 
 /* Export flags. */
-#define DLPX_EXPORT_COPY 1u /* export a fresh private copy (sets IS_COPIED) */
+#define DLPX_EXPORT_COPY 1u   /* export a fresh private copy (sets IS_COPIED) */
+#define DLPX_EXPORT_COPIED 2u /* the tensor is a private copy already: set IS_COPIED
+                                 (versioned exports only) */
 
 /* Exports |tensor| as a new DLManagedTensorVersioned (version 1.3) that
  * holds its own reference to the storage, so a tensor can be exported any
@@ -22,8 +24,11 @@ DLPX_BEGIN_DECLS
  * into data and byte_offset is 0.  flags carries READ_ONLY, IS_COPIED and
  * IS_SUBBYTE_TYPE_PADDED.  New: the receiver calls (*out)->deleter(*out)
  * exactly once, from any thread.
+ * COPY of a CUDA tensor copies on its device, queued on its storage's
+ * stream.
  * Returns 0, DLPX_EINVAL (NULL, unknown flags), DLPX_EDEVICE (COPY of a
- * non-host tensor), DLPX_ENOMEM. */
+ * tensor neither on the host nor on a CUDA device), DLPX_ENOMEM, and the
+ * errors of dlpx_cuda_tensor_to for CUDA tensors. */
 DLPX_API int dlpx_tensor_export(const dlpx_tensor *tensor, uint32_t flags,
                                 DLManagedTensorVersioned **out);
 

@@ -23,7 +23,10 @@ typedef enum {
   DLPX_STORAGE_BORROWED = 2,      /* calls the release callback */
   DLPX_STORAGE_FOREIGN = 3,       /* calls a versioned managed tensor's deleter */
   DLPX_STORAGE_FOREIGN_LEGACY = 4, /* calls a legacy managed tensor's deleter */
-  DLPX_STORAGE_MAPPED = 5          /* a private mapping of a file (munmap) */
+  DLPX_STORAGE_MAPPED = 5,         /* a private mapping of a file (munmap) */
+  DLPX_STORAGE_CUDA_POOL = 6,      /* device or pinned memory from a dlpx CUDA pool */
+  DLPX_STORAGE_CUDA_MANAGED = 7,   /* managed memory (cuMemFree) */
+  DLPX_STORAGE_CUDA_REGISTERED = 8 /* registered host memory (unregister, then release) */
 } dlpx_storage_kind;
 
 /* Allocates |nbytes| of host memory aligned to |alignment| (a power of two;

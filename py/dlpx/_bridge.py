@@ -26,7 +26,7 @@ from ._lib import ffi, lib, library_path, types
 
 __all__ = ["register", "install_methods", "exchange_api_capsule", "tensor_type",
            "consume", "consume_exchange", "export", "meta", "op", "new", "from_buffer", "copy_into",
-           "tensor_object",
+           "tensor_object", "handle", "wrap",
            "OP"]
 
 _pydll = ctypes.PyDLL(library_path)
@@ -53,6 +53,18 @@ copy_into = _bind("dlpx_py_tensor_copy_into", ctypes.c_int, _P, _P)
 #: a new dlpx.Tensor owning a dlpx_tensor * (given as an address)
 tensor_object = _bind("dlpx_py_tensor_object", _P, ctypes.c_void_p)
 _register = _bind("dlpx_py_register", ctypes.c_int, ctypes.c_void_p)
+
+
+def wrap(ptr: Any) -> Any:
+    """A dlpx.Tensor that owns the ``dlpx_tensor *`` |ptr| (taken even on
+    failure)."""
+    return tensor_object(int(ffi.cast(types.uintptr_t, ptr)))
+
+
+def handle(t: Any) -> Any:
+    """The ``dlpx_tensor *`` of a dlpx.Tensor (borrowed: keep |t| alive)."""
+    addr = _capi.capsule_get_pointer(t._cap, b"dlpx.tensor")
+    return ffi.cast(types.tensor_p, addr)
 
 
 class OP:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from . import _bridge, _quirks
+from . import _bridge, _cuda, _quirks
 from ._create import frombuffer
 from ._devices import DeviceLike, as_device
 from ._dtypes import dtype
@@ -49,7 +49,7 @@ def _is_plain(kind: type) -> bool:
 
 
 def from_dlpack(x: Any, /, *, device: Optional[DeviceLike] = None,
-                copy: Optional[bool] = None) -> Any:
+                copy: Optional[bool] = None, stream: Any = None) -> Any:
     """A dlpx.Tensor over the data of |x| (any object with ``__dlpack__``,
     or a DLPack capsule), without copying.
 
@@ -63,8 +63,14 @@ def from_dlpack(x: Any, /, *, device: Optional[DeviceLike] = None,
     ``device``: the device the result must be on (only the producer can move
     data; dlpx never copies between devices).  ``copy``: True always copies,
     False never does, None copies only if it must (a PyTorch tensor with its
-    negative or conjugate bit set, say).
+    negative or conjugate bit set, say).  ``stream``: for CUDA producers,
+    the stream the caller will use the data on (a DLPack stream value, a
+    dlpx.cuda.Stream or anything with ``cuda_stream``), given to
+    ``__dlpack__`` so the producer orders it after its own work; dlpx's
+    copies and exports of the result then order after that stream.
     """
+    if stream is not None:
+        return _from_dunder(x, device, copy, stream)
     kind = type(x)
     if device is None and copy is None and _plain.get(kind) is not False and _is_plain(kind):
         lane = _lanes.get(kind, _UNKNOWN)
@@ -99,7 +105,8 @@ def from_dlpack(x: Any, /, *, device: Optional[DeviceLike] = None,
     return _from_dunder(x, device, copy)
 
 
-def _from_dunder(x: Any, device: Optional[DeviceLike], copy: Optional[bool]) -> Any:
+def _from_dunder(x: Any, device: Optional[DeviceLike], copy: Optional[bool],
+                 stream: Any = None) -> Any:
     """Through x.__dlpack__, with the keywords the request needs."""
     if copy is not None and not isinstance(copy, bool):
         raise TypeError(f"copy must be True, False or None, not {copy!r}")
@@ -113,6 +120,10 @@ def _from_dunder(x: Any, device: Optional[DeviceLike], copy: Optional[bool]) -> 
     if resolved:
         method, copy = x2.__dlpack__, None
     kwargs: dict[str, Any] = {"max_version": MAX_VERSION}
+    consumer = None
+    if stream is not None:
+        consumer = _cuda.stream_arg(stream, 0)
+        kwargs["stream"] = -1 if consumer == _cuda.NO_SYNC else consumer
     if copy is not None:
         kwargs["copy"] = copy
     if device is not None:
@@ -150,6 +161,8 @@ def _from_dunder(x: Any, device: Optional[DeviceLike], copy: Optional[bool]) -> 
     private = resolved or (copy is True and producer_copied)
     writable = private or (legacy and _quirks.legacy_capsule_writable(x))  # numpy#20742
     t = _consume(cap, 0 if writable else _LEGACY_RO)
+    if consumer is not None and t.device.device_type in _cuda.CUDA_TYPES:
+        _cuda.mark(t, consumer)  # the producer made it ready on the caller's stream
     return _finish(t, device, None if producer_copied or resolved else copy)
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import operator
 from typing import Any, Optional
 
-from . import _bridge
+from . import _bridge, _cuda
 from ._args import shape_arg
+from ._devices import as_device
 from ._dtypes import dtype as _dtype
 
 __all__ = ["empty", "zeros", "frombuffer", "DEFAULT_DTYPE"]
@@ -19,20 +20,34 @@ _new = _bridge.new
 _from_buffer = _bridge.from_buffer
 
 
+_HOST_CPU = as_device("cpu")
+
+
 def _dtype_arg(dt: Any) -> _dtype:
     return DEFAULT_DTYPE if dt is None else _dtype(dt)
 
 
-def empty(shape: Any, dtype: Any = None) -> Any:
-    """A new C-contiguous host tensor, uninitialized, 64-byte aligned;
-    ``dtype`` defaults to float32."""
-    return _new(_dtype_arg(dtype).key, shape_arg(shape), 0, 0)
+def empty(shape: Any, dtype: Any = None, *, device: Any = None, stream: Any = None) -> Any:
+    """A new C-contiguous tensor, uninitialized; ``dtype`` defaults to
+    float32.  On the host (default; 64-byte aligned) or on ``device``
+    ("cuda", "cuda:1", "cuda_host", "cuda_managed"), from dlpx's caching
+    pool for ``stream`` (default: the current stream)."""
+    dev = _cuda.device_arg(device)
+    if dev is None or dev == _HOST_CPU:
+        return _new(_dtype_arg(dtype).key, shape_arg(shape), 0, 0)
+    return _cuda.empty(tuple(shape_arg(shape)), _dtype_arg(dtype), dev, stream)
 
 
-def zeros(shape: Any, dtype: Any = None) -> Any:
-    """A new C-contiguous host tensor filled with zeros, 64-byte aligned;
-    ``dtype`` defaults to float32."""
-    return _new(_dtype_arg(dtype).key, shape_arg(shape), 0, 1)
+def zeros(shape: Any, dtype: Any = None, *, device: Any = None, stream: Any = None) -> Any:
+    """A new C-contiguous tensor filled with zeros; ``dtype`` defaults to
+    float32; ``device`` and ``stream`` as :func:`empty` (a CUDA tensor is
+    zeroed on the stream, without waiting)."""
+    dev = _cuda.device_arg(device)
+    if dev is None or dev == _HOST_CPU:
+        return _new(_dtype_arg(dtype).key, shape_arg(shape), 0, 1)
+    t = _cuda.empty(tuple(shape_arg(shape)), _dtype_arg(dtype), dev, stream)
+    _cuda.fill_zero(t, stream)
+    return t
 
 
 # struct format characters (native or standard size) -> dtype names

@@ -8,7 +8,8 @@ import json
 import os
 from typing import Any, Optional
 
-from . import _bridge, _capi
+from . import _cuda
+from ._bridge import handle, wrap  # (re-exported for the loaders)
 from ._dtypes import dtype as _dtype
 from ._errors import ErrorCode, check, message
 from ._lib import ffi, lib
@@ -20,17 +21,6 @@ __all__ = ["File", "Entry", "handle", "wrap", "FRAMEWORKS", "framework_arg", "co
 #: __metadata__ keys starting with this are dlpx's own (checksums, aliases).
 METADATA_PREFIX = "dlpx."
 _ALIASES = METADATA_PREFIX + "aliases"
-
-def wrap(ptr: Any) -> Any:
-    """A dlpx.Tensor that owns the ``dlpx_tensor *`` |ptr| (taken even on
-    failure)."""
-    return _bridge.tensor_object(int(ffi.cast("uintptr_t", ptr)))
-
-
-def handle(t: Any) -> Any:
-    """The ``dlpx_tensor *`` of a dlpx.Tensor (borrowed: keep |t| alive)."""
-    addr = _capi.capsule_get_pointer(t._cap, b"dlpx.tensor")
-    return ffi.cast("dlpx_tensor *", addr)
 
 
 # (the framework names and conversions live in _convert, with the others)
@@ -214,6 +204,20 @@ class File:
         rc = lib.dlpx_file_read_many(self._live(), len(entries), idx, dst, flags)
         if rc:
             check(rc)
+
+    def load_device(self, entries: list[Entry], device: Any, stream: int, verify: bool,
+                    threads: int = 0) -> list[Any]:
+        """|entries| read into one new block of CUDA memory on |device|
+        through pinned staging buffers, ready on |stream|."""
+        n = len(entries)
+        if not n:
+            return []
+        idx = ffi.new("size_t[]", [e.index for e in entries])
+        out = ffi.new("dlpx_tensor *[]", n)
+        opts = ffi.new("dlpx_cuda_load_options *", {"threads": threads})
+        check(lib.dlpx_cuda_file_load(self._live(), n, idx, _cuda.c_device(device), stream, opts,
+                                      lib.DLPX_READ_VERIFY if verify else 0, out))
+        return [wrap(out[i]) for i in range(n)]
 
     def read_into(self, e: Entry, t: Any, flags: int) -> None:
         check(lib.dlpx_file_read_into(self._live(), e.index, handle(t), flags))

@@ -32,7 +32,8 @@ __all__ = ["ffi", "lib", "library_path", "LIBRARY_VERSION", "__version__", "type
 # The cdef, one file per public header, in an order where each file only
 # uses types declared before it.
 DECLARATIONS = ("dlpack.h", "core.h", "errors.h", "dtype.h", "device.h", "storage.h",
-                "tensor.h", "exchange.h", "files.h", "shm.h", "remote.h", "python.h", "stats.h")
+                "tensor.h", "exchange.h", "files.h", "shm.h", "remote.h", "cuda.h",
+                "python.h", "stats.h")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -99,6 +100,14 @@ types = _pytypes.SimpleNamespace(
         "remote_options_p": "dlpx_remote_options *",
         "progress_fn": "dlpx_progress_fn",
         "list_fn": "dlpx_list_fn",
+        "tensor_p": "dlpx_tensor *",
+        "device_p": "DLDevice *",
+        "int64_array": "int64_t[]",
+        "tensor_pp": "dlpx_tensor **",
+        "int_p": "int *",
+        "float_p": "float *",
+        "uintptr_t_p": "uintptr_t *",
+        "pool_stats_p": "dlpx_cuda_pool_stats *",
     }.items()})
 
 

@@ -25,7 +25,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
-from . import _quirks
+from . import _cuda, _quirks
 from ._convert import exportable, is_readonly_numpy
 from ._files import Entry, File, convert, framework_arg, path_arg
 from ._remote import is_url
@@ -50,11 +50,21 @@ def _mode_arg(mode: Any) -> str:
     return str(mode)
 
 
-def _device_arg(device: Any) -> None:
-    name = "cpu" if device is None else str(device).lower()
-    if name not in ("cpu", "cpu:0", "device(cpu, 0)"):
-        raise ValueError(f"device {device!r}: tensor files load into host memory ('cpu') "
-                         "in this version")
+_HOST = _cuda.device_arg("cpu")
+
+
+def _device_arg(device: Any) -> Any:
+    """None for the host, or the CUDA Device to load into ("cuda",
+    "cuda:1", a Device, a torch.device, an int as safetensors takes it)."""
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}"
+    dev = _cuda.device_arg("cpu" if device is None else device)
+    if dev is None or dev == _HOST:
+        return None
+    if dev.device_type not in (lib.kDLCUDA, lib.kDLCUDAManaged):
+        raise ValueError(f"device {device!r}: tensor files load into host memory ('cpu') or a "
+                         "CUDA device ('cuda:N')")
+    return dev
 
 
 def _threads_arg(threads: Any) -> int:
@@ -351,13 +361,21 @@ def load_file(filename: Any, device: Any = "cpu", *, mode: str = "mmap", verify:
     tensor)."""
     mode = _mode_arg(mode)
     fw = framework_arg(framework)
-    _device_arg(device)
+    dev = _device_arg(device)
     threads = _threads_arg(threads)
     _chunk_arg(chunk_size, False)
     paths, weight_map = shard_paths(filename)
     files = _open_all(paths, mode == "direct", threads, storage_options)
     try:
         plan = _plan(files, weight_map)
+        if dev is not None:  # straight to the GPU through pinned buffers
+            stream = _cuda.stream_arg(None, dev.device_id)
+            out = {}
+            for f in files:
+                entries = [e for g, e in plan if g is f]
+                got = f.load_device(entries, dev, stream, _verify_for(f, verify, True), threads)
+                out.update(zip((e.name for e in entries), got))
+            return _finish(out, files, fw)
         out = _load_entries(plan, mode, verify, fw, threads, chunk_size)
         if mode == "direct":
             _say_fallback(files)
@@ -584,12 +602,13 @@ class safe_open:
                  storage_options: Optional[dict[str, Any]] = None) -> None:
         self._framework = framework_arg(framework)
         self._mode = _mode_arg(mode)
-        _device_arg(device)
+        self._device = _device_arg(device)
         path = path_arg(filename)
         self._file: Optional[File] = File(path, direct=self._mode == "direct",
                                           storage_options=_options_for(path, storage_options))
         if self._file.remote and self._mode != "pread":
             self._mode = "pread"  # a URL cannot be mapped: its tensors are read
+        self._verify_arg = verify
         try:
             self._verify = _verify_for(self._file, verify, self._mode != "mmap")
             if self._mode == "direct":
@@ -619,7 +638,11 @@ class safe_open:
     def get_tensor(self, name: str) -> Any:
         f = self._file_live()
         e = f.entry(name)
-        if self._mode == "mmap":
+        if self._device is not None:
+            dev = self._device
+            t = f.load_device([e], dev, _cuda.stream_arg(None, dev.device_id),
+                              _verify_for(f, self._verify_arg, True))[0]
+        elif self._mode == "mmap":
             t = f.map(e, self._verify, _quirks.writable_file_views(self._framework))
         else:
             t = f.empty(e)

@@ -15,7 +15,7 @@ import operator
 import sys
 from typing import Any, Iterator, Optional
 
-from . import _bridge, _quirks
+from . import _bridge, _cuda, _quirks
 from ._args import copy_arg, shape_arg
 from ._consume import from_dlpack
 from ._convert import to_jax, to_numpy, to_torch
@@ -34,6 +34,9 @@ OP = _bridge.OP
 _READONLY = lib.DLPX_TENSOR_READONLY
 _PADDED = lib.DLPX_TENSOR_SUBBYTE_PADDED
 _COPY = lib.DLPX_EXPORT_COPY
+_COPIED = lib.DLPX_EXPORT_COPIED
+_CUDA_TYPES = _cuda.CUDA_TYPES
+_CPU_DEVICE = as_device("cpu")
 _dtype_by_key = dtype._by_key
 
 # Fields of the cached layout (Tensor._m()).
@@ -107,10 +110,21 @@ class Tensor:
         copy_arg(copy)
         flags = _COPY if copy is True else 0
         m = self._m()
-        if stream is not None and m[_DEVICE].device_type in HOST_DEVICE_TYPES:
-            raise ValueError(f"stream must be None for a {m[_DEVICE]} tensor, not {stream!r}")
+        have = m[_DEVICE]
+        cuda = have.device_type in _CUDA_TYPES and have.device_type not in HOST_DEVICE_TYPES
+        if cuda:
+            consumer = _cuda.dlpack_stream(stream)
+        elif stream is not None:
+            raise ValueError(f"stream must be None for a {have} tensor, not {stream!r}")
         if dl_device is not None:
-            self._check_dl_device(dl_device, m[_DEVICE])
+            want = self._check_dl_device(dl_device, have)
+            if want != have:
+                if copy is False:
+                    raise BufferError(f"a {have} tensor reaches {want} only as a copy "
+                                      "(copy=False refuses one)")
+                # a host copy, complete when returned (the consumer reads it on the host)
+                host = _cuda.to_device(self, want, None, False)
+                return _export(host, versioned, _COPIED if versioned else 0)
         if torch_consumer and not flags:
             if m[_NEG]:
                 raise BufferError(_quirks.TORCH_NEGATIVE_STRIDES)
@@ -119,17 +133,24 @@ class Tensor:
                     raise BufferError(f"{_quirks.TORCH_READONLY}: this read-only tensor can "
                                       "reach PyTorch only as a copy (copy=None or copy=True)")
                 flags = _COPY  # a private copy, marked IS_COPIED
+        if cuda:
+            _cuda.ready_for(self, consumer)
+        elif have.device_type in _CUDA_TYPES:  # pinned: the host reads it
+            _cuda.ready_for(self, _cuda.NO_SYNC)
         return _export(self, versioned, flags)
 
     @staticmethod
-    def _check_dl_device(dl_device: Any, have: Device) -> None:
+    def _check_dl_device(dl_device: Any, have: Device) -> Device:
+        """The device a consumer asks for: |have|, or the host for a CUDA
+        tensor (a copy); BufferError for anything else."""
         try:
             want = as_device(tuple(dl_device))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"dl_device must be a (device_type, device_id) tuple: {exc}") from None
-        if want != have:
+        if want != have and not (want == _CPU_DEVICE and have.device_type in _CUDA_TYPES):
             raise BufferError(f"dlpx cannot export a {have} tensor to {want} without a "
                               "device copy")
+        return want
 
     # ---- layout ----------------------------------------------------------------
 
@@ -307,7 +328,12 @@ class Tensor:
         return _op(self, OP.CONTIGUOUS, None)  # type: ignore[no-any-return]
 
     def copy(self, order: str = "C") -> Tensor:
-        """A new, writable copy in C (default) or F order."""
+        """A new, writable copy in C (default) or F order (CUDA tensors:
+        C order, on the same device, queued on the current stream)."""
+        if self._m()[_DEVICE].device_type in _CUDA_TYPES:
+            if order != "C":
+                raise ValueError(f"CUDA tensors are copied in C order, not {order!r}")
+            return _cuda.to_device(self, self._m()[_DEVICE], None, True)  # type: ignore[no-any-return]
         if order == "C":
             return _op(self, OP.COPY_C, None)  # type: ignore[no-any-return]
         if order == "F":
@@ -321,16 +347,54 @@ class Tensor:
         """A C-contiguous copy storing each sub-byte element in a byte."""
         return _op(self, OP.COPY_PADDED, None)  # type: ignore[no-any-return]
 
-    def copy_(self, src: Any) -> Tensor:
+    def copy_(self, src: Any, non_blocking: bool = False, *, stream: Any = None) -> Tensor:
         """Copies |src| (a dlpx.Tensor, any DLPack producer, or a scalar) of
         the same dtype into this tensor, broadcasting |src| to this shape.
-        Overlapping memory is handled.  Returns self."""
+        Overlapping host memory is handled.  When either is on a CUDA device
+        the copy is queued on |stream| (default: the current stream) and
+        waited for unless |non_blocking|.  Returns self."""
         if type(src) is not Tensor:
             src = self._source(src)
         if src.shape != self.shape:
             src = src.broadcast_to(self.shape)
-        _copy_into(self, src)
+        if (self._m()[_DEVICE].device_type in _CUDA_TYPES
+                or src._m()[_DEVICE].device_type in _CUDA_TYPES):
+            _cuda.copy_into(self, src, stream, non_blocking)
+        else:
+            _copy_into(self, src)
         return self
+
+    def to(self, device: Any, *, stream: Any = None, non_blocking: bool = False,
+           copy: bool = False) -> Tensor:
+        """This tensor on |device| ("cpu", "cuda", "cuda:1", "cuda_host",
+        "cuda_managed", a Device or a torch.device): itself when it is there
+        already (unless ``copy``), else a C-contiguous copy made on |stream|
+        (default: the current stream), waited for unless |non_blocking|."""
+        want = _cuda.device_arg(device)
+        have = self._m()[_DEVICE]
+        if want == have and not copy:
+            return self
+        if want.device_type not in _CUDA_TYPES and have.device_type not in _CUDA_TYPES:
+            if want == have:
+                return self.copy()
+            raise ValueError(f"dlpx copies between the host and CUDA devices, not {have} to "
+                             f"{want}")
+        return _cuda.to_device(self, want, stream, non_blocking)  # type: ignore[no-any-return]
+
+    def cpu(self) -> Tensor:
+        """This tensor in host memory (a copy, waited for, unless it is there)."""
+        return self.to(_CPU_DEVICE)
+
+    def cuda(self, device: Any = None, *, stream: Any = None,
+             non_blocking: bool = False) -> Tensor:
+        """This tensor on CUDA device |device| (default 0)."""
+        dev = device if isinstance(device, (str, Device)) else f"cuda:{device or 0}"
+        return self.to(dev, stream=stream, non_blocking=non_blocking)
+
+    @property
+    def is_cuda(self) -> bool:
+        """True for tensors in CUDA device memory (kDLCUDA)."""
+        return self._m()[_DEVICE].device_type == _cuda.CUDA_DEVICE
 
     def _source(self, value: Any) -> Tensor:
         if hasattr(value, "__dlpack__") or type(value).__name__ == "PyCapsule":

@@ -151,6 +151,16 @@ void *dlpx_py_consume_exchange(const DLPackExchangeAPI *xapi, void *producer, ui
     dlpx__py_raise(rc, true);
     return NULL;
   }
+  /* "no sync": the data is ready on the producer's current stream, which
+   * dlpx's later work and exports order after */
+  int32_t type = (int32_t)t->dl.device.device_type;
+  if ((type == kDLCUDA || type == kDLCUDAManaged) && xapi->current_work_stream) {
+    void *stream = NULL;
+    if (xapi->current_work_stream((DLDeviceType)type, t->dl.device.device_id, &stream) == 0)
+      atomic_store(&t->storage->stream, (uintptr_t)stream);
+    else
+      api.PyErr_Clear();
+  }
   return dlpx__py_new_tensor(t);
 }
 

@@ -65,10 +65,12 @@ static int x_allocator(DLTensor *proto, DLManagedTensorVersioned **out, void *er
   return -1;
 }
 
+/* The calling thread's current dlpx stream for the device
+ * (dlpx_cuda_set_current_stream; NULL, the legacy default, until set). */
 static int x_current_work_stream(DLDeviceType type, int32_t id, void **out) {
-  (void)type;
-  (void)id;
-  if (out) *out = NULL; /* dlpx has no stream of its own: the legacy default */
+  uintptr_t s = 0;
+  if (type == kDLCUDA || type == kDLCUDAManaged) s = dlpx_cuda_current_stream(id);
+  if (out) *out = (void *)s;
   return 0;
 }
 

@@ -63,7 +63,7 @@ static void *method_dlpack(void *self, void *const *args, ptrdiff_t nargs, void 
       return NULL;
     }
   }
-  if (stream != none || dldev != none || copy != none) goto fallback;
+  if (dldev != none || copy != none) goto fallback;
   int versioned = 0;
   if (maxv != none) {
     /* A (major, minor) tuple of exact ints; anything else (NumPy ints, or
@@ -81,6 +81,40 @@ static void *method_dlpack(void *self, void *const *args, ptrdiff_t nargs, void 
   if (!plain_export(t)) {
     api.Py_DecRef(cap);
     goto fallback;
+  }
+  int32_t type = (int32_t)t->dl.device.device_type;
+  if (type == kDLCUDA || type == kDLCUDAManaged) {
+    /* DLPack's stream values: None the legacy default (1), -1 none, 0
+     * refused (the fallback says why), anything else a stream */
+    uintptr_t consumer = DLPX_CUDA_STREAM_LEGACY;
+    if (stream != none) {
+      ptrdiff_t v = api.PyLong_AsSsize_t(stream);
+      if (v == -1 && api.PyErr_Occurred()) {
+        api.Py_DecRef(cap);
+        goto clear_fallback;
+      }
+      if (v == 0 || v < -1) {
+        api.Py_DecRef(cap);
+        goto fallback;
+      }
+      consumer = v == -1 ? UINTPTR_MAX : (uintptr_t)v;
+    }
+    int rc = dlpx_cuda_tensor_ready(t, consumer);
+    if (rc) {
+      api.Py_DecRef(cap);
+      dlpx__py_raise(rc, true);
+      return NULL;
+    }
+  } else if (stream != none) {
+    api.Py_DecRef(cap);
+    goto fallback;
+  } else if (type == kDLCUDAHost) {
+    int rc = dlpx_cuda_tensor_ready(t, UINTPTR_MAX);
+    if (rc) {
+      api.Py_DecRef(cap);
+      dlpx__py_raise(rc, true);
+      return NULL;
+    }
   }
   void *result = dlpx__py_export_capsule(t, versioned, 0);
   api.Py_DecRef(cap);

@@ -16,8 +16,20 @@ try:
 except ImportError:  # pragma: no cover
     numpy = None
 
-import dlpx
-from dlpx import _quirks
+# CUDA: the driver's test double unless DLPX_TEST_CUDA=real (the GPU
+# machine's run); set before libdlpx first opens a driver.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakecuda  # noqa: E402
+
+REAL_CUDA = os.environ.get("DLPX_TEST_CUDA") == "real"
+FAKE_CUDA = None if REAL_CUDA else fakecuda.build()
+if FAKE_CUDA:
+    os.environ["DLPX_LIBCUDA"] = FAKE_CUDA
+    os.environ.setdefault("FAKECUDA_DEVICES", "2")
+    os.environ.setdefault("FAKECUDA_MEMORY", str(1 << 30))
+
+import dlpx  # noqa: E402
+from dlpx import _quirks  # noqa: E402
 
 # What the installed NumPy does with DLPack (the suite runs on NumPy 2.0 on
 # Python 3.9 as well as on the newest).

@@ -1,6 +1,7 @@
 /* decl/exchange.h - include/dlpx/exchange.h for cffi (see decl/README). */
 
 #define DLPX_EXPORT_COPY 1
+#define DLPX_EXPORT_COPIED 2
 #define DLPX_IMPORT_READONLY 1
 #define DLPX_IMPORT_LEGACY_READONLY 2
 
