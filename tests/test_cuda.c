@@ -7,10 +7,12 @@
  * entry dlpx calls on those paths. */
 #include "config.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <stdbool.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -775,6 +777,168 @@ static void test_file_load(void) {
   ASSERT_NO_LEAKS(&live);
 }
 
+/* ---- IPC ------------------------------------------------------------------------------------------ */
+
+static int g_to_child[2], g_to_parent[2];
+
+static void say(int fd, char c) {
+  if (write(fd, &c, 1) != 1) _exit(90);
+}
+static char hear(int fd) {
+  char c = 0;
+  if (read(fd, &c, 1) != 1) return 0;
+  return c;
+}
+
+static int ipc_importer(const dlpx_cuda_ipc_handle *h) {
+  dlpx_storage *s, *s2;
+  if (dlpx_cuda_ipc_open(h, 0, &s)) return 1;
+  if (dlpx_cuda_ipc_open(h, 0, &s2)) return 2; /* the same mapping, counted once */
+  if (dlpx_storage_data(s) != dlpx_storage_data(s2)) return 3;
+  if (dlpx_storage_kind_of(s) != DLPX_STORAGE_CUDA_IPC) return 4;
+  unsigned char out[4096];
+  if (dlpx_cuda_memcpy(0, out, dlpx_storage_data(s), sizeof out, 0)) return 5;
+  if (dlpx_cuda_stream_synchronize(0, 0)) return 6;
+  for (size_t i = 0; i < sizeof out; i++)
+    if (out[i] != (unsigned char)i) return 7;
+  say(g_to_parent[1], 'o'); /* opened: the parent checks the count */
+  if (hear(g_to_child[0]) != 'c') return 8;
+  dlpx_storage_release(s);
+  dlpx_storage_release(s2); /* the last: unmapped */
+  say(g_to_parent[1], 'x');
+  return 0;
+}
+
+static void test_ipc(void) {
+  dlpx_storage *s;
+  ASSERT_OK(dlpx_cuda_storage_alloc(GPU0, 4096, 0, &s));
+  unsigned char bytes[4096];
+  for (size_t i = 0; i < sizeof bytes; i++) bytes[i] = (unsigned char)i;
+  fake.set_delay_us(20000); /* the importer must wait for this write: the event */
+  ASSERT_OK(dlpx_cuda_memcpy(0, dlpx_storage_data(s), bytes, sizeof bytes, 0));
+  fake.set_delay_us(0);
+  dlpx_cuda_export *e;
+  dlpx_cuda_ipc_handle h;
+  ASSERT_OK(dlpx_cuda_ipc_export(s, &e, &h));
+  dlpx_storage_release(s); /* the export holds it */
+  dlpx_storage *mine;
+  ASSERT_RC(DLPX_EINVAL, dlpx_cuda_ipc_open(&h, 0, &mine)); /* its own producer */
+  ASSERT_EQ(pipe(g_to_child), 0);
+  ASSERT_EQ(pipe(g_to_parent), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) _exit(ipc_importer(&h));
+  ASSERT_EQ(hear(g_to_parent[0]), 'o');
+  ASSERT_EQ(dlpx_cuda_export_importers(e), 1);
+  dlpx_cuda_export_close(e); /* held for the importer */
+  ASSERT_EQ(dlpx_cuda_ipc_collect(), 1);
+  say(g_to_child[1], 'c');
+  ASSERT_EQ(hear(g_to_parent[0]), 'x');
+  int status;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_EQ(dlpx_cuda_ipc_collect(), 0); /* released now */
+  close(g_to_child[0]);
+  close(g_to_child[1]);
+  close(g_to_parent[0]);
+  close(g_to_parent[1]);
+  /* hostile and stale handles */
+  dlpx_cuda_ipc_handle junk;
+  memset(&junk, 0x41, sizeof junk);
+  ASSERT_RC(DLPX_EINVAL, dlpx_cuda_ipc_open(&junk, 0, &mine));
+  ASSERT_RC(DLPX_EINVAL, dlpx_cuda_ipc_open(NULL, 0, &mine));
+  ASSERT_RC(DLPX_EINVAL, dlpx_cuda_ipc_export(NULL, &e, &h));
+  dlpx_storage *host;
+  ASSERT_OK(dlpx_storage_alloc(64, 0, 0, &host));
+  ASSERT_RC(DLPX_EDEVICE, dlpx_cuda_ipc_export(host, &e, &h));
+  dlpx_storage_release(host);
+}
+
+static int count_cells(const char *prefix) {
+  DIR *d = opendir("/dev/shm");
+  if (!d) return -1;
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) n += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+  closedir(d);
+  return n;
+}
+
+/* An importer killed while it has the memory open does not pin it. */
+static void test_ipc_importer_killed(void) {
+  dlpx_storage *s;
+  ASSERT_OK(dlpx_cuda_storage_alloc(GPU0, 2048, 0, &s));
+  dlpx_cuda_export *e;
+  dlpx_cuda_ipc_handle h;
+  ASSERT_OK(dlpx_cuda_ipc_export(s, &e, &h));
+  dlpx_storage_release(s);
+  ASSERT_EQ(pipe(g_to_parent), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dlpx_storage *mine;
+    if (dlpx_cuda_ipc_open(&h, 0, &mine)) _exit(1);
+    say(g_to_parent[1], 'o');
+    raise(SIGKILL);
+  }
+  ASSERT_EQ(hear(g_to_parent[0]), 'o');
+  int status;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  dlpx_cuda_export_close(e);
+  ASSERT_EQ(dlpx_cuda_ipc_collect(), 0); /* the dead importer's slot is freed */
+  close(g_to_parent[0]);
+  close(g_to_parent[1]);
+}
+
+/* A handle whose producer has exited, or whose export was closed. */
+static int ipc_gone_child(void) {
+  dlpx_storage *s;
+  dlpx_cuda_export *e;
+  dlpx_cuda_ipc_handle h;
+  if (dlpx_cuda_storage_alloc(GPU0, 512, 0, &s)) return 1;
+  if (dlpx_cuda_ipc_export(s, &e, &h)) return 2;
+  if (write(g_to_parent[1], &h, sizeof h) != (ssize_t)sizeof h) return 3;
+  dlpx_cuda_ipc_handle h2;
+  if (dlpx_cuda_ipc_export(s, &e, &h2)) return 4;
+  dlpx_cuda_export_close(e); /* closed, never opened: released at once */
+  if (write(g_to_parent[1], &h2, sizeof h2) != (ssize_t)sizeof h2) return 5;
+  if (hear(g_to_child[0]) != 'q') return 6;
+  return 0; /* exits with the first export open */
+}
+
+static void test_ipc_producer_gone(void) {
+  ASSERT_EQ(pipe(g_to_child), 0);
+  ASSERT_EQ(pipe(g_to_parent), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) _exit(ipc_gone_child());
+  dlpx_cuda_ipc_handle h, h2;
+  ASSERT_EQ(read(g_to_parent[0], &h, sizeof h), (ssize_t)sizeof h);
+  ASSERT_EQ(read(g_to_parent[0], &h2, sizeof h2), (ssize_t)sizeof h2);
+  dlpx_storage *s;
+  ASSERT_RC(DLPX_ENOENT, dlpx_cuda_ipc_open(&h2, 0, &s));
+  ASSERT_MSG("gone");
+  say(g_to_child[1], 'q');
+  int status;
+  waitpid(pid, &status, 0);
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_RC(DLPX_ENOENT, dlpx_cuda_ipc_open(&h, 0, &s));
+  ASSERT_MSG("gone");
+  /* the producer died with an export open (no destructor ran): its cell
+   * is swept */
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "dlpx-cuda-ipc.%d.", (int)pid);
+  ASSERT_EQ(count_cells(prefix), 1);
+  ASSERT_EQ(dlpx_cuda_ipc_collect(), 0);
+  ASSERT_EQ(count_cells(prefix), 0);
+  close(g_to_child[0]);
+  close(g_to_child[1]);
+  close(g_to_parent[0]);
+  close(g_to_parent[1]);
+}
+
 static void test_everything_freed(void) {
   ASSERT_OK(dlpx_cuda_empty_cache(GPU0));
   ASSERT_OK(dlpx_cuda_empty_cache(GPU1));
@@ -782,6 +946,9 @@ static void test_everything_freed(void) {
   ASSERT_EQ(fake.live_bytes(0), 0);
   ASSERT_EQ(fake.live_bytes(1), 0);
   ASSERT_EQ(fake.live_allocations(), 0);
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "dlpx-cuda-ipc.%d.", (int)getpid());
+  ASSERT_EQ(count_cells(prefix), 0);
 }
 
 int main(void) {
@@ -810,6 +977,9 @@ int main(void) {
   RUN(test_storage_streams);
   RUN(test_export);
   RUN(test_file_load);
+  RUN(test_ipc);
+  RUN(test_ipc_importer_killed);
+  RUN(test_ipc_producer_gone);
   RUN(test_everything_freed);
   CHECK_DONE();
 }

@@ -271,6 +271,54 @@ DLPX_API int dlpx_cuda_tensor_copy_into(const dlpx_tensor *dst, const dlpx_tenso
 DLPX_API int dlpx_cuda_tensor_to(const dlpx_tensor *src, DLDevice device, uintptr_t stream,
                                  int synchronize, dlpx_tensor **out);
 
+/* ---- IPC: device memory shared with other processes ----------------------------------------------- */
+
+/* A handle to CUDA memory of another process: plain bytes, to send any way
+ * (a pipe, a pickle).  Holds the driver's legacy IPC handles of the memory
+ * and of an event, where the storage lies in its allocation, the
+ * producer's pid and a random nonce. */
+typedef struct {
+  unsigned char bytes[192];
+} dlpx_cuda_ipc_handle;
+
+typedef struct dlpx_cuda_export dlpx_cuda_export;
+
+/* Shares the kDLCUDA memory of |storage| with other processes: records an
+ * interprocess event on the storage's stream (after the work that wrote
+ * it) and fills *handle.  The export holds a reference to the storage; a
+ * reference cell in /dev/shm (dlpx-cuda-ipc.<pid>.<id>) counts the
+ * processes that have it open.  New: close with dlpx_cuda_export_close.
+ * Returns 0, DLPX_EINVAL, DLPX_EDEVICE (not device memory), DLPX_EIO (the
+ * cell), DLPX_ENOMEM, DLPX_ECUDA. */
+DLPX_API int dlpx_cuda_ipc_export(dlpx_storage *storage, dlpx_cuda_export **out,
+                                  dlpx_cuda_ipc_handle *handle);
+
+/* Closes an export: new opens of its handle fail; the memory stays until
+ * every importer has closed it or exited, killed or not (then the next IPC
+ * call, or dlpx_cuda_ipc_collect, releases it).  Accepts NULL. */
+DLPX_API void dlpx_cuda_export_close(dlpx_cuda_export *export_);
+
+/* Releases closed exports no process has open any more, and removes the
+ * reference cells that killed producers of this user left in /dev/shm
+ * (dlpx_cuda_ipc_export does that too); returns the number of closed
+ * exports still held for importers. */
+DLPX_API int dlpx_cuda_ipc_collect(void);
+
+/* The number of live processes that have |export_| open now (at most
+ * 128 at once; more opens fail with DLPX_ENOMEM). */
+DLPX_API int dlpx_cuda_export_importers(const dlpx_cuda_export *export_);
+
+/* Opens a handle from another process as a kDLCUDA storage over the same
+ * memory (a DLPX_STORAGE_CUDA_IPC storage): each export is mapped once per
+ * process and shared by the storages opened from it; the last one to go
+ * unmaps it.  |stream| waits for the producer's event (on the device) and
+ * becomes the storage's stream.  New: *out holds one reference.
+ * Returns 0, DLPX_EINVAL (not a dlpx handle, malformed, or opened in its
+ * producer), DLPX_ENOENT (the producer or its export is gone, or the handle
+ * is stale), DLPX_EIO, DLPX_ENOMEM, DLPX_ECUDA. */
+DLPX_API int dlpx_cuda_ipc_open(const dlpx_cuda_ipc_handle *handle, uintptr_t stream,
+                                dlpx_storage **out);
+
 /* ---- tensor files to device memory ---------------------------------------------------------- */
 
 typedef struct dlpx_file dlpx_file; /* dlpx/files.h */

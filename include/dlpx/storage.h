@@ -26,7 +26,8 @@ typedef enum {
   DLPX_STORAGE_MAPPED = 5,         /* a private mapping of a file (munmap) */
   DLPX_STORAGE_CUDA_POOL = 6,      /* device or pinned memory from a dlpx CUDA pool */
   DLPX_STORAGE_CUDA_MANAGED = 7,   /* managed memory (cuMemFree) */
-  DLPX_STORAGE_CUDA_REGISTERED = 8 /* registered host memory (unregister, then release) */
+  DLPX_STORAGE_CUDA_REGISTERED = 8, /* registered host memory (unregister, then release) */
+  DLPX_STORAGE_CUDA_IPC = 9         /* another process's CUDA memory, opened by IPC */
 } dlpx_storage_kind;
 
 /* Allocates |nbytes| of host memory aligned to |alignment| (a power of two;

@@ -16,6 +16,7 @@ import contextlib
 from typing import Any, Iterator, Optional
 
 from . import _cuda
+from ._cuda_ipc import IpcExport, IpcHandle, ipc_export
 from ._devices import Device, DLDeviceType
 from ._errors import check, message
 from ._lib import ffi, lib, types
@@ -25,7 +26,7 @@ __all__ = ["is_available", "device_count", "driver_version", "get_device_name",
            "Event", "current_stream", "default_stream", "set_stream", "stream",
            "memory_stats", "host_memory_stats", "memory_allocated", "max_memory_allocated",
            "memory_reserved", "max_memory_reserved", "reset_peak_memory_stats", "empty_cache",
-           "set_memory_limit", "pool_round"]
+           "set_memory_limit", "pool_round", "ipc_export", "IpcExport", "IpcHandle"]
 
 _CUDA = DLDeviceType(lib.kDLCUDA)
 _HOST = DLDeviceType(lib.kDLCUDAHost)

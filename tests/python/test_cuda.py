@@ -319,3 +319,41 @@ def test_without_a_driver():
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+IPC_CHILD = """
+import pickle, sys
+import numpy as np
+import dlpx, dlpx.cuda as c
+h = pickle.loads(sys.stdin.buffer.read())
+t = h.open()
+t2 = h.open()
+assert t.data_ptr == t2.data_ptr and t.device == "cuda:0"
+print(t.cpu().numpy().tolist(), flush=True)
+sys.stdin.close()
+"""
+
+
+def test_ipc_between_processes():
+    import pickle
+    a, h = _host((3, 4))
+    d = h.to("cuda")[:, 1:3]  # a view: offset and strides travel with the handle
+    with cuda.ipc_export(d) as ex:
+        blob = pickle.dumps(ex.handle)
+        assert ex.importers == 0
+        r = subprocess.run([sys.executable, "-c", IPC_CHILD], input=blob, capture_output=True,
+                           timeout=120, env=dict(os.environ))
+        assert r.returncode == 0, r.stderr.decode()
+        assert eval(r.stdout.decode()) == a[:, 1:3].tolist()
+        assert ex.importers == 0  # the child closed it when it exited
+        with pytest.raises(ValueError, match="another process"):
+            ex.handle.open()
+    # closed: a new process cannot open it any more
+    r = subprocess.run([sys.executable, "-c", IPC_CHILD], input=blob, capture_output=True,
+                       timeout=120, env=dict(os.environ))
+    assert r.returncode != 0 and b"FileNotFoundError" in r.stderr
+    with pytest.raises(ValueError, match="not a dlpx CUDA IPC handle"):
+        fakecuda_handle = cuda.IpcHandle(b"x" * 5, "float32", (1,), (1,), 0)
+        del fakecuda_handle
+    with pytest.raises(ValueError, match="only CUDA device memory"):
+        cuda.ipc_export(dlpx.zeros(3, device="cuda_host"))

@@ -80,3 +80,14 @@ typedef struct {
 int dlpx_cuda_file_load(dlpx_file *file, size_t n, const size_t *indices, DLDevice device,
                         uintptr_t stream, const dlpx_cuda_load_options *options, uint32_t flags,
                         dlpx_tensor **out);
+
+typedef struct {
+  unsigned char bytes[192];
+} dlpx_cuda_ipc_handle;
+typedef struct dlpx_cuda_export dlpx_cuda_export;
+int dlpx_cuda_ipc_export(dlpx_storage *storage, dlpx_cuda_export **out,
+                         dlpx_cuda_ipc_handle *handle);
+void dlpx_cuda_export_close(dlpx_cuda_export *export_);
+int dlpx_cuda_ipc_collect(void);
+int dlpx_cuda_export_importers(const dlpx_cuda_export *export_);
+int dlpx_cuda_ipc_open(const dlpx_cuda_ipc_handle *handle, uintptr_t stream, dlpx_storage **out);

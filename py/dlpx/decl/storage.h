@@ -6,7 +6,8 @@ typedef void (*dlpx_release_fn)(void *data, void *ctx);
 typedef enum {
   DLPX_STORAGE_OWNED = 1, DLPX_STORAGE_BORROWED = 2, DLPX_STORAGE_FOREIGN = 3,
   DLPX_STORAGE_FOREIGN_LEGACY = 4, DLPX_STORAGE_MAPPED = 5,
-  DLPX_STORAGE_CUDA_POOL = 6, DLPX_STORAGE_CUDA_MANAGED = 7, DLPX_STORAGE_CUDA_REGISTERED = 8
+  DLPX_STORAGE_CUDA_POOL = 6, DLPX_STORAGE_CUDA_MANAGED = 7, DLPX_STORAGE_CUDA_REGISTERED = 8,
+  DLPX_STORAGE_CUDA_IPC = 9
 } dlpx_storage_kind;
 
 int dlpx_storage_alloc(size_t nbytes, size_t alignment, int zero, dlpx_storage **out);
