@@ -370,7 +370,7 @@ def load_file(filename: Any, device: Any = "cpu", *, mode: str = "mmap", verify:
         plan = _plan(files, weight_map)
         if dev is not None:  # straight to the GPU through pinned buffers
             stream = _cuda.stream_arg(None, dev.device_id)
-            out = {}
+            out: dict[str, Any] = {}
             for f in files:
                 entries = [e for g, e in plan if g is f]
                 got = f.load_device(entries, dev, stream, _verify_for(f, verify, True), threads)

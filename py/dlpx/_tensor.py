@@ -371,6 +371,8 @@ class Tensor:
         already (unless ``copy``), else a C-contiguous copy made on |stream|
         (default: the current stream), waited for unless |non_blocking|."""
         want = _cuda.device_arg(device)
+        if want is None:
+            raise TypeError("to() needs a device")
         have = self._m()[_DEVICE]
         if want == have and not copy:
             return self
@@ -394,7 +396,7 @@ class Tensor:
     @property
     def is_cuda(self) -> bool:
         """True for tensors in CUDA device memory (kDLCUDA)."""
-        return self._m()[_DEVICE].device_type == _cuda.CUDA_DEVICE
+        return bool(self._m()[_DEVICE].device_type == _cuda.CUDA_DEVICE)
 
     def _source(self, value: Any) -> Tensor:
         if hasattr(value, "__dlpack__") or type(value).__name__ == "PyCapsule":

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "../glibc_compat.h"
+#include "../io/io.h"
 #include "cuda_int.h"
 
 #define MAGIC 0x31435049585044ull /* "DPXIPC1" */
@@ -122,8 +123,8 @@ static void sweep_dead_cells(void) {
     long pid = strtol(de->d_name + sizeof prefix - 1, &end, 10);
     if (*end != '.' || pid <= 0 || pid > INT32_MAX || alive((int32_t)pid)) continue;
     struct stat st;
-    if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_uid == geteuid() &&
-        S_ISREG(st.st_mode))
+    if (dlpx__fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        st.st_uid == geteuid() && S_ISREG(st.st_mode))
       (void)unlinkat(dirfd(d), de->d_name, 0);
   }
   closedir(d);
@@ -359,7 +360,7 @@ static int join_cell(const wire *w, cell **out) {
     return dlpx__fail(DLPX_ENOENT, "the CUDA IPC export %s is gone (its producer closed it or "
                                    "exited)", name + 9);
   struct stat st;
-  if (fstat(fd, &st) != 0 || st.st_size != (off_t)sizeof(cell) || st.st_uid != geteuid()) {
+  if (dlpx__fstat(fd, &st) != 0 || st.st_size != (off_t)sizeof(cell) || st.st_uid != geteuid()) {
     close(fd);
     return dlpx__fail(DLPX_ENOENT, "%s is not the reference cell of a CUDA IPC export",
                       name + 9);
