@@ -31,6 +31,10 @@ step "benchmark smoke runs (timings are not checked)"
 (cd "$(mktemp -d)" && "$VPY" "$ROOT/bench/bench_files.py" --quick --json bench-files.json | tail -n 12)
 (cd "$(mktemp -d)" && "$VPY" "$ROOT/bench/bench_share.py" --quick --json bench-share.json | tail -n 12)
 (cd "$(mktemp -d)" && "$VPY" "$ROOT/bench/bench_remote.py" --quick --json bench-remote.json | tail -n 16)
+"$VPY" bench/bench_cuda.py --quick | tail -n 3   # without a GPU: says so
+# the CUDA tables' code, against the driver's test double (dlpx rows only)
+(cd "$(mktemp -d)" && DLPX_LIBCUDA=$ROOT/build/default/tests/.libs/libfakecuda.so \
+  FAKECUDA_MEMORY=$((4 << 30)) "$VPY" "$ROOT/bench/bench_cuda.py" --quick --fake-ok | tail -n 12)
 
 step "one wheel for every Python version"
 rm -rf build/wheel

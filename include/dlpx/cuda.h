@@ -249,15 +249,17 @@ DLPX_API int dlpx_cuda_memset(int device, void *dst, int value, size_t nbytes, u
  * devices among CPU, CUDA, CUDA host and managed; at least one CUDA
  * device, or both host) on |stream| of the CUDA device involved:
  * contiguous runs as one copy; layouts that reduce to two or three
- * dimensions with unit inner strides as cuMemcpy2D/3D; other layouts
- * through a contiguous staging buffer, which waits on the host for the
- * stream.  Positive strides only on the device side.  Marks dst's storage as
- * written on |stream|.  When src's storage is ordered on another stream the
- * copy first waits for it (dlpx_cuda_stream_order).
+ * dimensions with unit inner strides and positive pitches as
+ * cuMemcpy2D/3D; other layouts (negative or zero strides, transposes)
+ * through contiguous staging buffers, which wait on the host for the
+ * stream.  The copy first waits for the streams src's and dst's storages
+ * are ordered on (dlpx_cuda_stream_order), and later work on src's stream
+ * waits for it; dst's storage is then ordered on |stream|.
  * Returns 0, DLPX_EINVAL, DLPX_ESHAPE, DLPX_EDTYPE, DLPX_EREADONLY,
- * DLPX_ELAYOUT (dst writes one element twice, or negative device strides),
- * DLPX_EDEVICE (two different CUDA devices, or a device with no address),
- * DLPX_ENOTSUP, DLPX_ENOMEM, DLPX_ECUDA. */
+ * DLPX_ELAYOUT (dst writes one element twice), DLPX_EDEVICE (two different
+ * CUDA devices, or a device with no address), DLPX_ENOTSUP (packed
+ * sub-byte elements that are not both C-contiguous), DLPX_ENOMEM,
+ * DLPX_ECUDA. */
 DLPX_API int dlpx_cuda_tensor_copy_into(const dlpx_tensor *dst, const dlpx_tensor *src,
                                         uintptr_t stream);
 
