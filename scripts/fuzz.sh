@@ -73,7 +73,7 @@ if [ ! -f "$CONFIG_DIR/config.h" ] || [ ! -f "$CONFIG_DIR/include/dlpx/version.h
 fi
 
 # ---- build ---------------------------------------------------------------------------
-LIB_SOURCES=(src/*.c src/python/*.c src/io/*.c src/shm/*.c src/net/*.c)
+LIB_SOURCES=(src/*.c src/python/*.c src/io/*.c src/shm/*.c src/net/*.c src/cuda/*.c)
 SAN="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-std=c11 -g -O1 -fno-omit-frame-pointer -pthread -DDLPX_BUILDING"
 CPPFLAGS="-I$ROOT/include -I$CONFIG_DIR/include -I$CONFIG_DIR"
@@ -87,7 +87,7 @@ for t in "${TARGETS[@]}"; do
   if [ ! -x "$BIN" ] || [ "$(cat "$OUTDIR/.flags-$t" 2>/dev/null)" != "$STAMP" ]; then
     stale=yes
   else
-    for f in "${LIB_SOURCES[@]}" "fuzz/fuzz_$t.c" src/*.h src/io/*.h src/shm/*.h src/net/*.h src/python/*.h \
+    for f in "${LIB_SOURCES[@]}" "fuzz/fuzz_$t.c" src/*.h src/io/*.h src/shm/*.h src/net/*.h src/python/*.h src/cuda/*.h \
              include/dlpx/*.h "$CONFIG_DIR/config.h" "$CONFIG_DIR/include/dlpx/version.h"; do
       if [ "$f" -nt "$BIN" ]; then stale=yes; break; fi
     done
