@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 import dlpx
 import dlpx.cuda as cuda
-from conftest import FAKE_CUDA
+from conftest import FAKE_CUDA, NUMPY_VERSIONED
 import fakecuda
 
 pytestmark = pytest.mark.skipif(not FAKE_CUDA, reason="the CUDA driver double is not in use "
@@ -197,7 +197,8 @@ def test_dlpack_to_host_copy():
     back = dlpx.from_dlpack(cap)
     assert back.device == "cpu"
     np.testing.assert_array_equal(back.numpy(), a)
-    np.testing.assert_array_equal(np.from_dlpack(d, device="cpu"), a)
+    if NUMPY_VERSIONED:  # NumPy >= 2.1 asks for dl_device
+        np.testing.assert_array_equal(np.from_dlpack(d, device="cpu"), a)
     with pytest.raises(BufferError, match="only as a copy"):
         d.__dlpack__(max_version=(1, 3), dl_device=(1, 0), copy=False)
     with pytest.raises(BufferError):
