@@ -1500,7 +1500,15 @@ static void test_publish_fetch(void) {
   char pre[64];
   snprintf(pre, sizeof pre, "@dlpx.%ld.", (long)getpid());
   ASSERT_EQ(strncmp(address, pre, strlen(pre)), 0);
-  ASSERT_EQ(strlen(address), strlen(pre) + 16);
+  /* the socket, then the producer's descriptor and the memfd's inode */
+  size_t sock = strcspn(address, "/");
+  ASSERT_EQ(sock, strlen(pre) + 16);
+  int pfd = -1;
+  unsigned long long ino = 0;
+  ASSERT_EQ(sscanf(address + sock, "/%d.%llu", &pfd, &ino), 2);
+  struct stat st;
+  ASSERT_EQ(fstat(pfd, &st), 0);
+  ASSERT_EQ((unsigned long long)st.st_ino, ino);
   ASSERT_OK(dlpx_segment_publish(seg, again)); /* twice: no error, the same address */
   ASSERT_STR_EQ(again, address);
   const char *id = dlpx_segment_id(seg);
@@ -1509,10 +1517,47 @@ static void test_publish_fetch(void) {
   ASSERT_TRUE(first_float(got) == first_float(seg));
   ASSERT_EQ(fcntl(dlpx_segment_fd(got), F_GET_SEALS) & ALL_SEALS, ALL_SEALS);
   ASSERT_TRUE(dlpx_segment_name(got) == NULL);
-  /* a fetched segment can be published again */
+  /* a fetched segment can be published again: the same socket */
   ASSERT_OK(dlpx_segment_publish(got, again));
-  ASSERT_STR_EQ(again, address);
+  ASSERT_EQ(strncmp(again, address, sock + 1), 0);
   dlpx_segment_close(got);
+  /* the shortcut through /proc asks nothing of the socket: it works with a
+   * socket name nobody listens at */
+  char quiet[DLPX_SEGMENT_ADDRESS_MAX];
+  snprintf(quiet, sizeof quiet, "%s0000000000000000%s", pre, address + sock);
+  ASSERT_OK(dlpx_segment_fetch(quiet, id, 0, 0, &got));
+  ASSERT_STR_EQ(dlpx_segment_id(got), id);
+  dlpx_segment_close(got);
+  /* the socket alone (an address without the descriptor) */
+  char bare[DLPX_SEGMENT_ADDRESS_MAX];
+  snprintf(bare, sizeof bare, "%.*s", (int)sock, address);
+  ASSERT_OK(dlpx_segment_fetch(bare, id, 0, 0, &got));
+  dlpx_segment_close(got);
+  /* a descriptor number that names something else (a FIFO, a file, a
+   * closed number), another inode, garbage: the socket answers */
+  int pp[2];
+  ASSERT_EQ(pipe(pp), 0);
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_TRUE(devnull >= 0);
+  int nums[] = {pp[0], devnull, 1000000, pfd, pfd, pfd, pfd};
+  unsigned long long inos[] = {ino, ino, ino, ino + 1, ino, ino, ino};
+  for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+    char a[DLPX_SEGMENT_ADDRESS_MAX], tail[64];
+    if (i == 4) snprintf(tail, sizeof tail, "/%d.%llux", nums[i], inos[i]);
+    else if (i == 5) snprintf(tail, sizeof tail, "/x%d.%llu", nums[i], inos[i]);
+    else if (i == 6) snprintf(tail, sizeof tail, "/%d", nums[i]);
+    else snprintf(tail, sizeof tail, "/%d.%llu", nums[i], inos[i]);
+    snprintf(a, sizeof a, "%.*s%s", (int)sock, address, tail);
+    ASSERT_OK(dlpx_segment_fetch(a, id, 0, 0, &got));
+    ASSERT_STR_EQ(dlpx_segment_id(got), id);
+    dlpx_segment_close(got);
+    snprintf(a, sizeof a, "%s0000000000000000%s", pre, tail);
+    ASSERT_RC(DLPX_ENOENT, dlpx_segment_fetch(a, id, 0, 0, &got));
+    ASSERT_TRUE(got == NULL);
+  }
+  close(pp[0]);
+  close(pp[1]);
+  close(devnull);
   /* ids in upper case are fine */
   char upper[DLPX_SEGMENT_ID_LEN + 1];
   for (int i = 0; i <= DLPX_SEGMENT_ID_LEN; i++)
@@ -1822,8 +1867,9 @@ static void test_hostile_clients(void) {
   struct sockaddr_un sa;
   memset(&sa, 0, sizeof sa);
   sa.sun_family = AF_UNIX;
-  memcpy(sa.sun_path + 1, address + 1, strlen(address) - 1);
-  socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(address));
+  size_t alen = strcspn(address, "/"); /* the socket's part of the address */
+  memcpy(sa.sun_path + 1, address + 1, alen - 1);
+  socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + alen);
   char good[41];
   snprintf(good, sizeof good, "DLPXSHM1%s", dlpx_segment_id(seg));
   char upper[41];
@@ -1928,9 +1974,9 @@ static void test_rounds(void) {
 
 /* Threads fetch while the producer publishes and closes. */
 typedef struct {
-  char address[DLPX_SEGMENT_ADDRESS_MAX];
-  pthread_mutex_t lock; /* over ids */
+  pthread_mutex_t lock; /* over ids and addresses */
   char ids[8][DLPX_SEGMENT_ID_LEN + 1];
+  char addresses[8][DLPX_SEGMENT_ADDRESS_MAX]; /* as published last: numbers get reused */
   atomic_int stop;
   atomic_int errors;
 } race;
@@ -1938,12 +1984,13 @@ typedef struct {
 static void *fetcher(void *arg) {
   race *r = arg;
   for (unsigned i = 0; !atomic_load(&r->stop); i++) {
-    char id[DLPX_SEGMENT_ID_LEN + 1];
+    char id[DLPX_SEGMENT_ID_LEN + 1], address[DLPX_SEGMENT_ADDRESS_MAX];
     pthread_mutex_lock(&r->lock);
     memcpy(id, r->ids[i % 8], sizeof id);
+    memcpy(address, r->addresses[i % 8], sizeof address);
     pthread_mutex_unlock(&r->lock);
     dlpx_segment *got = NULL;
-    int rc = dlpx_segment_fetch(r->address, id, 0, 0, &got);
+    int rc = dlpx_segment_fetch(address, id, 0, 0, &got);
     if (rc != 0 && rc != DLPX_ENOENT) {
       fprintf(stderr, "# fetcher: %s\n", dlpx_last_error());
       atomic_fetch_add(&r->errors, 1);
@@ -1961,26 +2008,31 @@ static void test_threads(void) {
   dlpx_segment *segs[8] = {NULL};
   for (int i = 0; i < 8; i++) {
     ASSERT_OK(create_one(NULL, (unsigned)(100 + i), &segs[i]));
-    ASSERT_OK(dlpx_segment_publish(segs[i], r.address));
+    ASSERT_OK(dlpx_segment_publish(segs[i], r.addresses[i]));
     memcpy(r.ids[i], dlpx_segment_id(segs[i]), DLPX_SEGMENT_ID_LEN + 1);
   }
   pthread_t th[3];
   for (int i = 0; i < 3; i++) ASSERT_EQ(pthread_create(&th[i], NULL, fetcher, &r), 0);
   int iters = under_valgrind() ? 20 : 300;
+  char address[DLPX_SEGMENT_ADDRESS_MAX];
   for (int k = 0; k < iters; k++) {
     int i = k % 8;
     if (k & 1) {
       dlpx_segment_unpublish(segs[i]);
-      ASSERT_OK(dlpx_segment_publish(segs[i], r.address));
+      ASSERT_OK(dlpx_segment_publish(segs[i], address));
     } else {
       dlpx_segment_close(segs[i]);
       segs[i] = NULL;
       ASSERT_OK(create_one(NULL, (unsigned)k, &segs[i]));
-      ASSERT_OK(dlpx_segment_publish(segs[i], r.address));
-      pthread_mutex_lock(&r.lock);
-      memcpy(r.ids[i], dlpx_segment_id(segs[i]), DLPX_SEGMENT_ID_LEN + 1);
-      pthread_mutex_unlock(&r.lock);
+      ASSERT_OK(dlpx_segment_publish(segs[i], address));
     }
+    /* the fetchers go on with the old address a while (its descriptor
+     * number may now name another segment) */
+    if (k % 3 == 0) continue;
+    pthread_mutex_lock(&r.lock);
+    memcpy(r.ids[i], dlpx_segment_id(segs[i]), DLPX_SEGMENT_ID_LEN + 1);
+    memcpy(r.addresses[i], address, sizeof address);
+    pthread_mutex_unlock(&r.lock);
   }
   atomic_store(&r.stop, 1);
   for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);

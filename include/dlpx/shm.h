@@ -173,8 +173,10 @@ DLPX_API int dlpx_segment_bytes(const dlpx_segment *seg, uint32_t flags, dlpx_te
  * fork) answers fetches of the segment's id on a Unix socket in the
  * abstract namespace, sending its descriptor with SCM_RIGHTS, until
  * dlpx_segment_unpublish or dlpx_segment_close.  Writes the socket's
- * address ("@dlpx.<pid>.<random>", NUL-terminated) to |address|, which has
- * room for DLPX_SEGMENT_ADDRESS_MAX bytes.  Publishing twice is no error.
+ * address ("@dlpx.<pid>.<random>/<fd>.<inode>", NUL-terminated: the
+ * socket, then the number of the producer's descriptor of this segment and
+ * the memfd's inode) to |address|, which has room for
+ * DLPX_SEGMENT_ADDRESS_MAX bytes.  Publishing twice is no error.
  * Thread-safe.
  * Returns 0, DLPX_EINVAL (NULL, a named or unsealed segment, one without an
  * id), DLPX_EIO (socket or thread creation failed), DLPX_ENOMEM. */
@@ -186,7 +188,10 @@ DLPX_API void dlpx_segment_unpublish(dlpx_segment *seg);
 
 /* Fetches the segment |id| (DLPX_SEGMENT_ID_LEN hex digits) from the
  * process publishing it at |address| and attaches it (checking that the
- * image carries that id).  Gives up after |timeout_ms| milliseconds (0:
+ * image carries that id).  Where the address names the producer's
+ * descriptor, it is first opened through /proc/<pid>/fd (no round trip to
+ * the producer; the same checks: a dlpx memfd, sealed, that inode, that
+ * id); the producer's socket answers whenever that does not work.  Gives up after |timeout_ms| milliseconds (0:
  * 5000).  New.
  * Returns 0, DLPX_EINVAL (a bad address or id), DLPX_ENOENT (nobody
  * listens at |address|: the producer is gone; or it no longer publishes

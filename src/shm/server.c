@@ -2,7 +2,9 @@
  * thread per process (started by the first dlpx_segment_publish) answers
  * fetches on a Unix stream socket in the abstract namespace, one short
  * connection per fetch, sending the descriptor of the segment asked for
- * with SCM_RIGHTS.
+ * with SCM_RIGHTS.  Fetches first try a shortcut that asks nothing of the
+ * server: the descriptor the server holds, opened through /proc (see
+ * fetch_proc); the socket decides whenever the shortcut does not work.
  *
  * Whoever can reach the socket may connect, so the server treats every
  * byte as hostile: a request is exactly DLPX__SHM_REQUEST_LEN bytes (magic,
@@ -29,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -45,6 +48,7 @@ typedef struct {
   const dlpx_segment *seg;
   char id[DLPX_SEGMENT_ID_LEN + 1];
   int fd; /* our own duplicate */
+  unsigned long long ino; /* the memfd's inode number */
 } entry;
 
 static struct {
@@ -249,14 +253,23 @@ int dlpx_segment_publish(dlpx_segment *seg, char *address) {
     if (!rc && fd < 0)
       rc = dlpx__fail(DLPX_EIO, "dlpx_segment_publish: cannot duplicate the descriptor: %s",
                       strerror(errno));
+    struct stat st;
+    if (!rc && dlpx__fstat(fd, &st) != 0) {
+      rc = dlpx__fail(DLPX_EIO, "dlpx_segment_publish: fstat failed: %s", strerror(errno));
+      close(fd);
+    }
     if (!rc) {
       entry *e = &srv.entries[srv.count++];
       e->seg = seg;
       e->fd = fd;
+      e->ino = (unsigned long long)st.st_ino;
       memcpy(e->id, seg->id, sizeof e->id);
     }
   }
-  if (!rc) memcpy(address, srv.address, sizeof srv.address);
+  for (size_t i = 0; !rc && i < srv.count; i++)
+    if (srv.entries[i].seg == seg)
+      snprintf(address, DLPX_SEGMENT_ADDRESS_MAX, "%.64s/%d.%llu", srv.address, srv.entries[i].fd,
+               srv.entries[i].ino);
   pthread_mutex_unlock(&srv.lock);
   return rc;
 }
@@ -275,6 +288,11 @@ void dlpx_segment_unpublish(dlpx_segment *seg) {
 
 /* ---- fetching ----------------------------------------------------------------------- */
 
+/* An address is "@" and the socket's name in the abstract namespace,
+ * then, from dlpx_segment_publish, "/<descriptor>.<inode>": the number of
+ * the producer's own descriptor of the segment (its table's duplicate,
+ * open while the segment is published) and the memfd's inode number.  The
+ * socket's name is everything before the first '/'. */
 static int check_address(const char *address, struct sockaddr_un *sa, socklen_t *salen) {
   size_t len = strnlen(address, DLPX_SEGMENT_ADDRESS_MAX);
   if (address[0] != '@' || len < 2 || len >= DLPX_SEGMENT_ADDRESS_MAX)
@@ -288,6 +306,10 @@ static int check_address(const char *address, struct sockaddr_un *sa, socklen_t 
                         "dlpx_segment_fetch: the address has a character that is not printable "
                         "at %zu",
                         i);
+  const char *slash = memchr(address, '/', len);
+  if (slash) len = (size_t)(slash - address);
+  if (len < 2)
+    return dlpx__fail(DLPX_EINVAL, "dlpx_segment_fetch: \"%.120s\" names no socket", address);
   memset(sa, 0, sizeof *sa);
   sa->sun_family = AF_UNIX;
   memcpy(sa->sun_path + 1, address + 1, len - 1);
@@ -345,6 +367,64 @@ static int read_reply(int s, unsigned char *buf, size_t *got, int *fds, int *nfd
   return 0;
 }
 
+/* Digits [p, end) as a number below |max|, or -1. */
+static long long number(const char *p, const char *end, long long max) {
+  if (p >= end || end - p > 19) return -1;
+  long long v = 0;
+  for (; p < end; p++) {
+    if (*p < '0' || *p > '9') return -1;
+    v = v * 10 + (*p - '0');
+    if (v > max) return -1;
+  }
+  return v;
+}
+
+/* The fast path: the producer's descriptor opened through
+ * /proc/<pid>/fd/<n>, which needs no answer from the producer (a fetch over
+ * the socket waits for its server thread to be scheduled: 0.1 to 0.8 ms on
+ * an idle machine, against some microseconds here).  It is only a shortcut:
+ * anything unexpected (no such process or descriptor: the producer is
+ * gone, in another pid namespace, behind hidepid, or unpublished the
+ * segment and the number now names another file; a link that is not a
+ * dlpx memfd; another inode; another segment) returns NULL, and the socket,
+ * which the producer answers for itself, decides.  Same-user processes may
+ * open each other's descriptors this way with or without dlpx: it grants
+ * nothing the socket does not.  The link is checked before the open, which
+ * is non-blocking and never makes a terminal ours, so that a number reused
+ * for a FIFO or a device is never opened. */
+static dlpx_segment *fetch_proc(const char *address, const char *want) {
+  const char *slash = strchr(address, '/');
+  if (!slash || strncmp(address, "@dlpx.", 6)) return NULL;
+  const char *p = address + 6, *dot = strchr(p, '.');
+  if (!dot || dot > slash) return NULL;
+  long long pid = number(p, dot, 1LL << 30);
+  const char *dot2 = strchr(slash + 1, '.');
+  if (!dot2) return NULL;
+  long long fdn = number(slash + 1, dot2, 1LL << 30);
+  long long ino = number(dot2 + 1, dot2 + 1 + strlen(dot2 + 1), (long long)(~0ULL >> 1));
+  if (pid <= 0 || fdn < 0 || ino < 0) return NULL;
+  char path[64], link[64];
+  snprintf(path, sizeof path, "/proc/%lld/fd/%lld", pid, fdn);
+  ssize_t n = readlink(path, link, sizeof link - 1);
+  if (n < 0) return NULL;
+  link[n] = '\0';
+  static const char memfd[] = "/memfd:dlpx (deleted)";
+  if (strcmp(link, memfd)) return NULL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return NULL;
+  struct stat st;
+  dlpx_segment *seg = NULL;
+  if (dlpx__fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+      (unsigned long long)st.st_ino == (unsigned long long)ino &&
+      dlpx_segment_attach_fd(fd, 0, &seg) == 0 &&
+      (!seg->sealed || !seg->has_id || strcmp(seg->id, want))) {
+    dlpx_segment_close(seg);
+    seg = NULL;
+  }
+  close(fd);
+  return seg;
+}
+
 int dlpx_segment_fetch(const char *address, const char *id, uint32_t timeout_ms, uint32_t flags,
                        dlpx_segment **out) {
   if (!out) return dlpx__fail(DLPX_EINVAL, "dlpx_segment_fetch: NULL output");
@@ -364,6 +444,7 @@ int dlpx_segment_fetch(const char *address, const char *id, uint32_t timeout_ms,
   want[DLPX_SEGMENT_ID_LEN] = '\0';
   if (flags) return dlpx__fail(DLPX_EINVAL, "dlpx_segment_fetch: unknown flags 0x%x", flags);
   if (!timeout_ms) timeout_ms = DEFAULT_TIMEOUT_MS;
+  if ((*out = fetch_proc(address, want))) return 0;
 
   int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) return dlpx__fail(DLPX_EIO, "dlpx_segment_fetch: socket failed: %s", strerror(errno));
