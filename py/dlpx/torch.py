@@ -108,7 +108,7 @@ class _Pickler(pickle.Pickler):
             # its own reduction (torch.compile's wrapper): pickled as it
             # says, its tensors still replaced (persistent_id)
             return NotImplemented
-        state = obj.__getstate__()
+        state = getattr(obj, "__getstate__")()  # Module's is untyped
         if type(state) is not dict:
             return NotImplemented
         state = dict(state)  # never the module's own
@@ -118,7 +118,8 @@ class _Pickler(pickle.Pickler):
                 state[slot] = {k: None if t is None else self.ref(t, is_param)
                                for k, t in d.items()}
         setter = _set_state if cls.__setstate__ is torch.nn.Module.__setstate__ else _own_setstate
-        return (copyreg.__newobj__, (cls,), state, None, None, setter)
+        # copyreg.__newobj__ (typeshed lacks it): the unpickler's NEWOBJ, cls.__new__ in C
+        return (getattr(copyreg, "__newobj__"), (cls,), state, None, None, setter)
 
 
 def _skeleton(module: torch.nn.Module, key_of: dict[int, str]) -> tuple[bytes,
