@@ -43,6 +43,10 @@ limits always run):
                    of size/N each, to /dev/null: the parallel limit
   curl.par.parts   the same with --part-mib (8) ranges, N in flight: the
                    shape of a ranged-GET loader's requests
+  curl.mem         curl -s -o /dev/shm/<new file>: one connection landing
+                   every byte in memory the process has not touched (tmpfs
+                   pages), as a loader must; the limit of a load into new
+                   memory (the file is removed after each run)
   dlpx             dlpx.load_file(url) (dlpx tensors); dlpx.numpy with
                    framework="numpy"; dlpx.opts with storage_options=
                    {"concurrency": 2N, "part_size": 2 x --part-mib}; rows
@@ -371,10 +375,10 @@ def last_error(stderr):
     return lines[-1] if lines else ""
 
 
-def curl_argv(url, size, ranges, parallel):
-    """curl to /dev/null; |ranges|: (first, last) pairs, or None for one GET."""
+def curl_argv(url, size, ranges, parallel, out="/dev/null"):
+    """curl to |out|; |ranges|: (first, last) pairs, or None for one GET."""
     if not ranges:
-        return ["curl", "-s", "-S", "-o", "/dev/null", "-w", "%{http_code} %{size_download}\n",
+        return ["curl", "-s", "-S", "-o", out, "-w", "%{http_code} %{size_download}\n",
                 url], [(200, size)]
     argv = ["curl", "--parallel", "--parallel-max", str(parallel)]
     want = []
@@ -387,10 +391,17 @@ def curl_argv(url, size, ranges, parallel):
     return argv, want
 
 
-def run_curl(ctx, ranges):
-    argv, want = curl_argv(ctx["url"], ctx["file_bytes"], ranges, ctx["parallel"])
-    wall, rc, stdout, stderr, ru, others, timed_out = run_proc(
-        argv, os.environ.copy(), ctx["timeout"], ctx["nginx"])
+def run_curl(ctx, ranges, out="/dev/null"):
+    argv, want = curl_argv(ctx["url"], ctx["file_bytes"], ranges, ctx["parallel"], out)
+    try:
+        wall, rc, stdout, stderr, ru, others, timed_out = run_proc(
+            argv, os.environ.copy(), ctx["timeout"], ctx["nginx"])
+    finally:
+        if out != "/dev/null":
+            try:
+                os.unlink(out)
+            except OSError:
+                pass
     if timed_out:
         return {"error": f"timed out after {ctx['timeout']} s"}
     if rc:
@@ -425,6 +436,7 @@ ROWS = [
     ("curl", "curl -o /dev/null (1 connection)", "curl"),
     ("curl.par", "curl --parallel {n}: {n} ranges", "curl"),
     ("curl.par.parts", "curl --parallel {n}: {part} MiB ranges", "curl"),
+    ("curl.mem", "curl -o /dev/shm (into fresh memory)", "curl"),
     ("dlpx", "dlpx.load_file(url)", "child"),
     ("dlpx.numpy", "dlpx.load_file(url, framework='numpy')", "child"),
     ("dlpx.opts", "dlpx.load_file(url, storage_options={c}x{p}M)", "child"),
@@ -466,6 +478,14 @@ def runai_s3_env():
     return env
 
 
+def shm_target():
+    """A new file name in /dev/shm (tmpfs: its pages are memory, new for
+    each run), or /dev/null where there is none."""
+    if not os.path.isdir("/dev/shm") or not os.access("/dev/shm", os.W_OK):
+        return "/dev/null"
+    return os.path.join("/dev/shm", f"dlpx-bench-remote-{os.getpid()}.bin")
+
+
 def prefault(nbytes):
     """Touches |nbytes| of fresh memory in a short-lived process, so that
     the next process's allocations get pages the machine has backed already.
@@ -503,6 +523,9 @@ def run_all(ctx, rows, reps):
                 res = run_curl(ctx, spread)
             elif key == "curl.par.parts":
                 res = run_curl(ctx, parts)
+            elif key == "curl.mem":  # lands every byte in new pages, as a loader must
+                prefault(2 * ctx["file_bytes"])
+                res = run_curl(ctx, None, shm_target())
             else:
                 prefault(2 * ctx["file_bytes"])
                 res = run_child(ctx, key)

@@ -696,6 +696,79 @@ static void test_list_needs_s3(void) {
   ASSERT_MSG("s3://");
 }
 
+/* Reads every tensor of an open remote file with one read_many. */
+static int read_many_all(dlpx_file *r) {
+  size_t n = dlpx_st_header_count(dlpx_file_header(r));
+  size_t idx[NT];
+  void *dst[NT];
+  dlpx_tensor *mine[NT] = {0};
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    idx[i] = i;
+    rc = dlpx_file_empty(r, i, &mine[i]);
+    dst[i] = mine[i] ? dlpx_tensor_data(mine[i]) : NULL;
+  }
+  if (!rc) rc = dlpx_file_read_many(r, n, idx, dst, DLPX_READ_VERIFY);
+  for (size_t i = 0; i < n; i++) dlpx_tensor_free(mine[i]);
+  return rc;
+}
+
+static void test_threads(void) {
+  reset_faults();
+  check_live live;
+  check_live_begin(&live);
+  int fds = count_fds();
+  dlpx_file *f = NULL;
+  dlpx_remote_options o = opts(4096, 4, 0, 10);
+  o.threads = 17;
+  ASSERT_RC(DLPX_EINVAL, dlpx_file_open_url(g_url, &o, 0, &f));
+  ASSERT_MSG("threads");
+  /* more threads than requests in flight, than requests, and between */
+  const uint32_t threads[] = {2, 3, 16, 16, 4};
+  const uint32_t concs[] = {2, 7, 4, 16, 1};
+  const uint64_t parts[] = {1000, 4096, 65536, 8 << 20, 4096};
+  for (size_t i = 0; i < 5; i++) {
+    o = opts(parts[i], concs[i], 0, 10);
+    o.threads = threads[i];
+    int rc;
+    ASSERT_EQ(read_all_equal(&o, DLPX_READ_VERIFY, &rc), 0);
+    ASSERT_OK(rc);
+  }
+  /* retries stay with the thread that took the request */
+  o = opts(4096, 6, 5, 10);
+  o.threads = 3;
+  atomic_store(&S.fail_n, 4);
+  int rc;
+  ASSERT_EQ(read_all_equal(&o, DLPX_READ_VERIFY, &rc), 0);
+  ASSERT_OK(rc);
+  reset_faults();
+  /* one thread's failure stops the others; the error is the failure's,
+   * not a stopped thread's */
+  o = opts(2048, 6, 0, 10);
+  o.threads = 3;
+  ASSERT_OK(dlpx_file_open_url(g_url, &o, 0, &f));
+  atomic_store(&S.wrong_range_n, 1);
+  ASSERT_RC(DLPX_EIO, read_many_all(f));
+  ASSERT_MSG("wrong range");
+  reset_faults();
+  atomic_store(&S.status, 404);
+  ASSERT_RC(DLPX_ENOENT, read_many_all(f));
+  ASSERT_MSG("404");
+  reset_faults();
+  const dlpx_st_entry *e = dlpx_st_header_entry(dlpx_file_header(f), 9);
+  size_t at = (size_t)(dlpx_file_data_offset(f) + e->begin + 3000);
+  S.body[at] ^= 0x10;
+  rc = read_many_all(f);
+  S.body[at] ^= 0x10;
+  ASSERT_EQ(rc, DLPX_ECHECKSUM);
+  ASSERT_MSG("t09");
+  /* and the file reads whole afterwards, on the same pools */
+  ASSERT_OK(read_many_all(f));
+  dlpx_file_close(f);
+  ASSERT_EQ(count_fds(), fds);
+  ASSERT_NO_LEAKS(&live);
+}
+
 static void test_rounds(void) {
   /* many opens and reads: no descriptor or memory left behind */
   reset_faults();
@@ -705,6 +778,7 @@ static void test_rounds(void) {
   int rounds = getenv("DLPX_TEST_UNDER_VALGRIND") ? 5 : 50;
   for (int i = 0; i < rounds; i++) {
     dlpx_remote_options o = opts(8192, (uint32_t)(1 + i % 6), 0, 10);
+    o.threads = (uint32_t)(i % 4); /* automatic, then 1 to 3 */
     int rc;
     ASSERT_EQ(read_all_equal(&o, (i & 1) ? DLPX_READ_VERIFY : 0, &rc), 0);
     ASSERT_OK(rc);
@@ -743,6 +817,7 @@ int main(void) {
   RUN_SOME(test_stall_and_timeout);
   RUN_SOME(test_bad_answers);
   RUN_SOME(test_corrupt_object);
+  RUN_SOME(test_threads);
   RUN_SOME(test_truncated_and_malformed);
   RUN_SOME(test_get_put_stat);
   RUN_SOME(test_list_needs_s3);

@@ -70,6 +70,9 @@ typedef struct {
   const char *ca_file;           /* https: a CA bundle (PEM); NULL: the system's */
   int32_t verify_tls;            /* 1 (default): verify peer and host; 0: do not */
   uint32_t checksum;             /* uploads: DLPX_REMOTE_CHECKSUM_* */
+  uint32_t threads;              /* reads: threads receiving one read's requests (at most
+                                  * 16, each with connections of its own); 0: one per
+                                  * CPU up to 4, one for reads under 64 MiB */
 } dlpx_remote_options;
 
 /* Fills |opts| with the defaults (|size| included). */

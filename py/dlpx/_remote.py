@@ -25,6 +25,7 @@ KEYS = {
     "profile": ("profile", "str"),
     "part_size": ("part_size", "size"),
     "concurrency": ("concurrency", "count"),
+    "threads": ("threads", "threads"),
     "retries": ("retries", "retries"),
     "timeout": ("timeout", "seconds"),
     "ca_file": ("ca_file", "str"),
@@ -118,8 +119,8 @@ class Options:
             raise TypeError(f"storage_options[{key!r}] must be an integer, not "
                             f"{type(value).__name__}")
         n = int(value.__index__())
-        low = {"size": 1, "count": 1, "retries": 0}[kind]
-        high = {"size": 1 << 40, "count": 256, "retries": 100}[kind]
+        low = {"size": 1, "count": 1, "threads": 1, "retries": 0}[kind]
+        high = {"size": 1 << 40, "count": 256, "threads": 16, "retries": 100}[kind]
         if not low <= n <= high:
             raise ValueError(f"storage_options[{key!r}] must be between {low} and {high}, "
                              f"not {n}")

@@ -59,6 +59,7 @@ typedef struct {
   bool verify_tls;
   uint64_t part_size;
   uint32_t concurrency;
+  uint32_t threads;  /* receiving threads of one read (0: automatic) */
   int32_t retries;
   double timeout;
   uint32_t checksum;
@@ -66,6 +67,8 @@ typedef struct {
   char *bucket_url;
   char *key;
 } dlpx__target;
+
+#define DLPX__REMOTE_THREADS_MAX 16u
 
 /* Resolves |url| with |opts| (NULL: defaults) into *out (free with
  * dlpx__target_free). */
@@ -166,6 +169,22 @@ bool dlpx__conn_no_range(const dlpx__conn *c);
  * (may be NULL) gets the bytes moved so far. */
 int dlpx__xfer_run(dlpx__conn *c, dlpx__req *reqs, size_t n, dlpx_progress_fn progress,
                    void *ctx, uint64_t total);
+
+/* Several threads running one list of requests, each on its own
+ * connection pool: each claims the next request not yet taken, and the
+ * first failure stops the others.  Zero it, set |slots|, and give the
+ * same one to every thread. */
+typedef struct {
+  _Atomic size_t next; /* the next request nobody has claimed */
+  _Atomic int failed;  /* set by the first thread whose run failed */
+  uint32_t slots;      /* requests in flight per thread (0: the pool's all) */
+} dlpx__xfer_share;
+
+/* As dlpx__xfer_run, for one of the threads sharing |q| (no progress).
+ * *stopped tells a thread stopped by another's failure (its error then
+ * says only that) from the one that failed. */
+int dlpx__xfer_run_shared(dlpx__conn *c, dlpx__req *reqs, size_t n, dlpx__xfer_share *q,
+                          bool *stopped);
 
 /* ---- remote.c ---------------------------------------------------------------- */
 

@@ -20,6 +20,9 @@
 
 #define PROBE_SIZE ((uint64_t)64 << 10)
 #define COALESCE_GAP ((uint64_t)64 << 10) /* read and drop gaps this small */
+#define PARALLEL_MIN_BYTES ((uint64_t)64 << 20) /* smaller reads: one thread */
+#define READ_THREADS_MAX 4u                     /* the automatic choice's limit */
+#define READ_THREADS_CAP DLPX__REMOTE_THREADS_MAX
 #define S3_MIN_PART ((uint64_t)5 << 20)
 #define S3_MAX_PARTS 10000u
 
@@ -192,6 +195,96 @@ static int by_off(const void *a, const void *b) {
   return x->off < y->off ? -1 : x->off > y->off;
 }
 
+/* ---- reads on several threads -------------------------------------------- */
+
+/* One thread's share of a read: its connection pool, and how it ended. */
+typedef struct {
+  dlpx__remote *rem;
+  dlpx__conn *conn;
+  dlpx__req *reqs;
+  size_t n;
+  dlpx__xfer_share *q;
+  pthread_t thread;
+  bool started, stopped;
+  int rc;
+  char msg[DLPX__MSG_MAX];
+} reader;
+
+static void *reader_main(void *arg) {
+  reader *w = arg;
+  w->rc = dlpx__xfer_run_shared(w->conn, w->reqs, w->n, w->q, &w->stopped);
+  if (w->rc) snprintf(w->msg, sizeof w->msg, "%s", dlpx_last_error());
+  return NULL;
+}
+
+/* How many threads receive a read of |bytes| in |n| requests: the
+ * target's setting, else one per CPU (at most READ_THREADS_MAX), and
+ * one for reads too small to gain from more.  Receiving is bound by the
+ * copies out of the socket and into the tensors, on the thread that
+ * receives: one thread is one core's worth. */
+static uint32_t read_threads(const dlpx__target *t, size_t n, uint64_t bytes) {
+  uint32_t want = t->threads;
+  if (!want) {
+    if (bytes < PARALLEL_MIN_BYTES) return 1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    want = cpus < 1 ? 1 : cpus > READ_THREADS_MAX ? READ_THREADS_MAX : (uint32_t)cpus;
+  }
+  if (want > t->concurrency) want = t->concurrency; /* each keeps one request in flight */
+  if (want > n) want = (uint32_t)(n ? n : 1);
+  return want;
+}
+
+/* Runs |reqs| on |conn| and, when worth it, on more threads with
+ * connections of their own from |rem|'s pool; together they keep the
+ * target's concurrency in flight.  Gives |conn| back. */
+static int run_parallel(dlpx__remote *rem, dlpx__conn *conn, dlpx__req *reqs, size_t n,
+                        uint64_t bytes) {
+  uint32_t nt = read_threads(rem->target, n, bytes);
+  if (nt <= 1) {
+    int rc = dlpx__xfer_run(conn, reqs, n, NULL, NULL, 0);
+    give_conn(rem, conn);
+    return rc;
+  }
+  reader w[READ_THREADS_CAP];
+  if (nt > READ_THREADS_CAP) nt = READ_THREADS_CAP;
+  uint32_t conc = rem->target->concurrency;
+  dlpx__xfer_share q = {.slots = (conc + nt - 1) / nt};
+  atomic_init(&q.next, 0);
+  atomic_init(&q.failed, 0);
+  for (uint32_t i = 0; i < nt; i++)
+    w[i] = (reader){.rem = rem, .reqs = reqs, .n = n, .q = &q};
+  w[0].conn = conn;
+  /* the others: a connection each (none: fewer threads) */
+  for (uint32_t i = 1; i < nt; i++) {
+    dlpx__error_state saved;
+    dlpx__error_save(&saved);
+    if (take_conn(rem, &w[i].conn)) {
+      dlpx__error_restore(&saved);
+      w[i].conn = NULL;
+      break;
+    }
+    if (pthread_create(&w[i].thread, NULL, reader_main, &w[i]) != 0) {
+      give_conn(rem, w[i].conn);
+      w[i].conn = NULL;
+      break;
+    }
+    w[i].started = true;
+  }
+  reader_main(&w[0]);
+  for (uint32_t i = 1; i < nt; i++)
+    if (w[i].started) pthread_join(w[i].thread, NULL);
+  /* the error of the one that failed, not of those it stopped */
+  int rc = 0;
+  const char *msg = "";
+  for (int pass = 0; pass < 2 && !rc; pass++)
+    for (uint32_t i = 0; i < nt && !rc; i++)
+      if (w[i].conn && w[i].rc && (pass || !w[i].stopped)) rc = w[i].rc, msg = w[i].msg;
+  for (uint32_t i = 0; i < nt; i++)
+    if (w[i].conn) give_conn(rem, w[i].conn);
+  if (rc) dlpx__fail(rc, "%s", msg);
+  return rc;
+}
+
 int dlpx__remote_read_ranges(dlpx_file *f, size_t n, const dlpx__tensor_range *ranges,
                              bool verify) {
   dlpx__remote *rem = f->remote;
@@ -259,8 +352,9 @@ int dlpx__remote_read_ranges(dlpx_file *f, size_t n, const dlpx__tensor_range *r
       i = j;
     }
   }
-  rc = dlpx__xfer_run(conn, reqs, nr, NULL, NULL, 0);
-  give_conn(rem, conn);
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < nr; i++) bytes += reqs[i].end - reqs[i].off;
+  rc = run_parallel(rem, conn, reqs, nr, bytes);
   if (rc == DLPX_ECHECKSUM) {
     char msg[DLPX__MSG_MAX];
     snprintf(msg, sizeof msg, "%s", dlpx_last_error());

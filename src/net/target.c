@@ -205,6 +205,9 @@ int dlpx__target_new(const char *url, const dlpx_remote_options *opts, dlpx__tar
   if (o->concurrency > MAX_CONCURRENCY)
     return dlpx__fail(DLPX_EINVAL, "concurrency %u is more than %u", o->concurrency,
                       MAX_CONCURRENCY);
+  if (o->threads > DLPX__REMOTE_THREADS_MAX)
+    return dlpx__fail(DLPX_EINVAL, "threads %u is more than %u", o->threads,
+                      DLPX__REMOTE_THREADS_MAX);
   if (strlen(url) >= URL_MAX / 2) return dlpx__fail(DLPX_EINVAL, "URL too long");
   /* s3:// keys are encoded here, so they may hold spaces; http(s) URLs
    * arrive encoded. */
@@ -221,6 +224,7 @@ int dlpx__target_new(const char *url, const dlpx_remote_options *opts, dlpx__tar
   t->label = dup_or_null(url, &oom);
   t->part_size = o->part_size ? o->part_size : DEFAULT_PART;
   t->concurrency = o->concurrency ? o->concurrency : DEFAULT_CONCURRENCY;
+  t->threads = o->threads;
   t->retries = o->retries >= 0 ? o->retries : DEFAULT_RETRIES;
   t->timeout = o->timeout > 0 ? o->timeout : DEFAULT_TIMEOUT;
   t->checksum = o->checksum;

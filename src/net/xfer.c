@@ -518,24 +518,35 @@ static int64_t backoff(dlpx__conn *k, int attempt) {
 
 enum { IDLE, ACTIVE, WAITING, FINISHED };
 
-int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn progress,
-                   void *ctx, uint64_t total) {
+/* Claims the next request to start: the next of this call's own, or of
+ * the queue that several threads share; n when none is left. */
+static size_t claim(size_t *next, dlpx__xfer_share *q, size_t n) {
+  if (!q) return *next < n ? (*next)++ : n;
+  size_t i = atomic_fetch_add_explicit(&q->next, 1, memory_order_relaxed);
+  return i < n ? i : n;
+}
+
+static int run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn progress, void *ctx,
+               uint64_t total, dlpx__xfer_share *q, bool *stopped) {
   const dlpx__curl_api *c = k->c;
+  uint32_t nslots = q && q->slots && q->slots < k->nslots ? q->slots : k->nslots;
   unsigned char *state = calloc(n ? n : 1, 1);
   if (!state) return dlpx__fail(DLPX_ENOMEM, "no memory");
-  for (size_t i = 0; i < n; i++) {
-    reqs[i].cursor = reqs[i].off;
-    reqs[i].sink = 0;
-    reqs[i].attempts = 0;
-    reqs[i].done = false;
-  }
-  size_t finished = 0, next = 0, waiting = 0; /* waiting: requests to retry */
+  /* claimed: requests this call took on; more: the queue may hold others */
+  size_t finished = 0, next = 0, waiting = 0, claimed = 0; /* waiting: requests to retry */
+  bool more = n > 0;
   int rc = 0;
   uint64_t moved0 = k->moved;
-  while (finished < n && !rc) {
+  while ((more || finished < claimed) && !rc) {
+    if (q && atomic_load_explicit(&q->failed, memory_order_relaxed)) {
+      rc = dlpx__fail(DLPX_ESTATE, "%s: stopped (a request on another thread failed)",
+                      k->t->label);
+      *stopped = true;
+      break;
+    }
     /* start what may start */
     int64_t t = now_ns(), wake = -1;
-    for (uint32_t si = 0; si < k->nslots && !rc; si++) {
+    for (uint32_t si = 0; si < nslots && !rc; si++) {
       if (k->slots[si].req) continue;
       dlpx__req *pick = NULL;
       /* retries first; the scan only while there are any (a slice may
@@ -545,9 +556,18 @@ int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
           if (reqs[i].retry_at <= t) pick = &reqs[i];
           else if (wake < 0 || reqs[i].retry_at < wake) wake = reqs[i].retry_at;
         }
-      while (!pick && next < n) {
-        if (state[next] == IDLE) pick = &reqs[next];
-        next++;
+      if (!pick && more) {
+        size_t i = claim(&next, q, n);
+        if (i < n) { /* set up by the one that claims it: others may be running theirs */
+          pick = &reqs[i];
+          pick->cursor = pick->off;
+          pick->sink = 0;
+          pick->attempts = 0;
+          pick->done = false;
+          claimed++;
+        } else {
+          more = false;
+        }
       }
       if (!pick) break;
       if (state[pick - reqs] == WAITING) waiting--;
@@ -607,10 +627,10 @@ int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
       rc = dlpx__fail(DLPX_ESTATE, "%s: cancelled", k->t->label);
       break;
     }
-    if (finished == n) break;
+    if (!more && finished == claimed) break;
     /* a slot came free and work waits: start it now, not after a poll
      * (which, with nothing running, would sleep its whole timeout) */
-    if (freed && next < n) continue;
+    if (freed && more) continue;
     int ms = 100;
     if (!running && wake >= 0) {
       int64_t d = (wake - now_ns()) / 1000000;
@@ -618,6 +638,8 @@ int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
     }
     c->multi_poll(k->multi, NULL, 0, ms, NULL);
   }
+  if (rc && q && !*stopped) /* the first failure stops the other threads */
+    atomic_store_explicit(&q->failed, 1, memory_order_relaxed);
   /* stop whatever still runs */
   for (uint32_t si = 0; si < k->nslots; si++)
     if (k->slots[si].req) {
@@ -626,4 +648,15 @@ int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn pr
     }
   free(state);
   return rc;
+}
+
+int dlpx__xfer_run(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx_progress_fn progress,
+                   void *ctx, uint64_t total) {
+  return run(k, reqs, n, progress, ctx, total, NULL, NULL);
+}
+
+int dlpx__xfer_run_shared(dlpx__conn *k, dlpx__req *reqs, size_t n, dlpx__xfer_share *q,
+                          bool *stopped) {
+  *stopped = false;
+  return run(k, reqs, n, NULL, NULL, 0, q, stopped);
 }

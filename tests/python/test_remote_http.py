@@ -114,10 +114,11 @@ _tensor = st.tuples(st.sampled_from(sorted(NUMPY_DTYPES) + ["BF16", "F8_E4M3"]),
        big=st.sampled_from([0, 100 * KiB, 700 * KiB + 3]),
        part_size=st.sampled_from([4 * KiB, 4 * KiB + 1, 64 * KiB, 1 * MiB, 8 * MiB]),
        concurrency=st.integers(1, 8),
+       threads=st.sampled_from([None, 1, 2, 3, 16]),
        location=st.sampled_from(["files", "norange"]),
        seed=st.integers(0, 2**32 - 1))
 def test_ranged_reads_equal_the_local_file(nginx_server, tmp_path, tensors, big, part_size,
-                                           concurrency, location, seed):
+                                           concurrency, threads, location, seed):
     rng = np.random.default_rng(seed)
     t = {f"t{i}": (dt, shape, random_raw(dt, shape, rng)) for i, (dt, shape) in enumerate(tensors)}
     if big:  # a tensor larger than several parts
@@ -126,6 +127,8 @@ def test_ranged_reads_equal_the_local_file(nginx_server, tmp_path, tensors, big,
     name = f"h{seed}.safetensors"
     p = publish(nginx_server, name, data, tmp_path)
     o = opts(part_size=part_size, concurrency=concurrency)
+    if threads is not None:  # receiving threads, each with connections of its own
+        o["threads"] = threads
     url = nginx_server.url(name, location)
     want = local_load(p)
     assert_same_tensors(dlpx.load_file(url, framework="numpy", storage_options=o), want)
@@ -313,7 +316,7 @@ def test_unknown_or_bad_storage_options(nginx, tmp_path):
     with pytest.raises(TypeError):
         dlpx.safe_open(url, storage_options={"tokn": BEARER})
     for bad in ({"part_size": -1}, {"concurrency": 0}, {"timeout": -1.0}, {"retries": "x"},
-                {"checksum": "md5"}):
+                {"checksum": "md5"}, {"threads": 0}, {"threads": 17}, {"threads": 2.0}):
         with pytest.raises((TypeError, ValueError)):
             dlpx.load_file(url, storage_options=bad)
 
@@ -496,3 +499,29 @@ def test_reads_from_many_threads_at_once(no_fd_leaks, nginx, tmp_path, no_leaks)
     for n, a in want.items():
         assert np.array_equal(got[n], a)
     del got
+
+
+@pytest.mark.parametrize("threads", [None, 2, 4, 16])
+def test_large_read_on_several_receiving_threads(no_fd_leaks, nginx, tmp_path, no_leaks, threads):
+    """A read large enough for several receiving threads (each with its
+    own connections, all claiming parts from one queue), into new tensors
+    and into existing ones: every byte lands where it belongs, however late
+    a thread starts, and a second load on the same pools is right too."""
+    rng = np.random.default_rng(11)
+    want = {f"w{i:02d}": rng.integers(0, 2**31, (256 + 8 * i, 1024), dtype=np.int32)
+            for i in range(72)}  # ~ 80 MiB: over the 64 MiB of the automatic choice
+    p = tmp_path / "large.safetensors"
+    dlpx.save_file(want, str(p))
+    nginx.put("large.safetensors", p.read_bytes())
+    o = opts(part_size=512 * KiB, concurrency=8)
+    if threads is not None:
+        o["threads"] = threads
+    url = nginx.url("large.safetensors")
+    assert_same_tensors(dlpx.load_file(url, framework="numpy", storage_options=o), want)
+    into = {k: np.zeros_like(v) for k, v in want.items()}
+    for _ in range(2):
+        dlpx.load_into(url, into, storage_options=o)
+        assert_same_tensors(into, want)
+        for v in into.values():
+            v[...] = -1
+    os.unlink(os.path.join(nginx.docroot, "large.safetensors"))

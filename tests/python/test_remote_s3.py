@@ -90,14 +90,16 @@ def test_ranged_get_slice(s3, tmp_path, no_leaks):
 @settings(max_examples=10, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(part_size=st.sampled_from([4 * KiB, 5 * MiB, 8 * MiB]), concurrency=st.integers(1, 8),
+       threads=st.sampled_from([1, 2, 4]),
        nbytes=st.sampled_from([0, 1000, 300 * KiB, 6 * MiB + 4]), seed=st.integers(0, 1000))
-def test_part_sizes_and_concurrency(s3, tmp_path, part_size, concurrency, nbytes, seed):
+def test_part_sizes_and_concurrency(s3, tmp_path, part_size, concurrency, threads, nbytes, seed):
     data = every_dtype_file(seed=seed, big=nbytes)
     key = f"h/{seed}-{nbytes}.safetensors"
     url = s3.put(key, data)
     p = local_file(tmp_path, "h.safetensors", data)
     got = dlpx.load_file(url, framework="numpy",
-                         storage_options=dict(FAST, part_size=part_size, concurrency=concurrency))
+                         storage_options=dict(FAST, part_size=part_size, concurrency=concurrency,
+                                              threads=threads))
     assert_same_tensors(got, local_load(p))
 
 

@@ -20,6 +20,7 @@ typedef struct {
   const char *ca_file;
   int32_t verify_tls;
   uint32_t checksum;
+  uint32_t threads;
 } dlpx_remote_options;
 
 void dlpx_remote_options_init(dlpx_remote_options *opts);
