@@ -214,6 +214,15 @@ dlpx_tensor *dlpx__tensor_alloc(dlpx_storage *storage, int32_t ndim);
 int dlpx__tensor_new_owned(DLDataType dtype, int32_t ndim, const int64_t *shape, char order,
                            uint32_t flags, bool zero, dlpx_tensor **out);
 
+/* ---- copy_stream.c ---------------------------------------------------------- */
+
+/* Pieces smaller than this are copied with memcpy. */
+#define DLPX__STREAM_MIN ((size_t)4096)
+
+/* memcpy of |n| bytes into |dst| that will not be read soon: non-temporal
+ * stores where the machine has them (the bytes bypass the caches). */
+void dlpx__copy_stream(void *dst, const void *src, size_t n);
+
 /* ---- copy (copy.c) --------------------------------------------------------- */
 
 /* A copy in byte strides: dimensions of extent 1 dropped, destination

@@ -18,6 +18,7 @@
 #define ERR_BODY_MAX ((size_t)4096)
 #define KEEP_BODY_MAX ((size_t)64 << 20)
 #define BUFFER_SIZE 524288L
+#define STREAM_SINK_MIN ((uint64_t)1 << 20) /* sinks this large: dlpx__copy_stream */
 #define BACKOFF_BASE_NS 100000000LL /* 0.1 s */
 #define BACKOFF_MAX_NS 5000000000LL
 
@@ -235,9 +236,14 @@ static size_t on_write(char *p, size_t sz, size_t nm, void *ud) {
     }
     uint64_t left = s->off + s->len - r->cursor;
     size_t c = left < n ? (size_t)left : n;
-    memcpy(s->dst + (r->cursor - s->off), p, c);
+    /* A large sink is a tensor being filled: its bytes skip the caches.
+     * The checksum reads them where they came from (still cached). */
+    if (s->len >= STREAM_SINK_MIN)
+      dlpx__copy_stream(s->dst + (r->cursor - s->off), p, c);
+    else
+      memcpy(s->dst + (r->cursor - s->off), p, c);
     if (s->sums) {
-      int rc = dlpx__sumstream_feed(s->sums, s->dst + (r->cursor - s->off), c);
+      int rc = dlpx__sumstream_feed(s->sums, p, c);
       if (rc) {
         r->fail = rc;
         return 0;
